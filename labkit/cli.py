@@ -1,0 +1,201 @@
+"""The ``labkit`` command: every lesson's mechanism, usable from a shell.
+
+Each subcommand maps onto one labkit module, and its options onto the kernel operations the
+module performs (as bubblewrap's options do): ``labkit ns run --uts --pid -- sh`` asks for new UTS
+and PID namespaces and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import LabkitError
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .lab import doctor
+
+    results = doctor.run_checks()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(doctor.render(results))
+    return doctor.exit_status(results)
+
+
+def _cmd_cleanup(args: argparse.Namespace) -> int:
+    from . import cleanup
+
+    if args.dry_run:
+        for line in cleanup.leftovers():
+            print(line)
+        return 0
+    removed = cleanup.cleanup()
+    if not args.quiet:
+        for line in removed:
+            print(f"removed {line}")
+        print("labkit cleanup: nothing labkit-named is left.")
+    return 0
+
+
+# --- namespaces ----------------------------------------------------------------------------------
+
+_KIND_FLAGS = ("mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time")
+
+
+def _kinds_from(args: argparse.Namespace) -> list[str]:
+    return [k for k in _KIND_FLAGS if getattr(args, k, False)]
+
+
+def _cmd_ns_run(args: argparse.Namespace) -> int:
+    from . import namespaces
+
+    if not args.command:
+        raise LabkitError("labkit ns run needs a command after '--', e.g. labkit ns run --uts -- hostname")
+    kinds = _kinds_from(args) or ["mnt", "uts", "ipc", "pid", "net"]
+    proc = namespaces.spawn(
+        args.command,
+        kinds,
+        hostname=args.hostname,
+        uid_map=args.uid_map,
+        rootfs=args.rootfs,
+        root_method=args.root_method,
+        init=args.init,
+    )
+    return _exit_code(proc.wait())
+
+
+def _cmd_ns_enter(args: argparse.Namespace) -> int:
+    from . import namespaces
+
+    command = args.command or ["/bin/sh"]
+    proc = namespaces.enter(args.target, command, _kinds_from(args) or None)
+    return _exit_code(proc.wait())
+
+
+def _cmd_ns_show(args: argparse.Namespace) -> int:
+    from . import namespaces
+
+    print(namespaces.describe(args.pid, args.other))
+    return 0
+
+
+def _cmd_ns_persist(args: argparse.Namespace) -> int:
+    from . import namespaces
+
+    kinds = _kinds_from(args) or None
+    for path in namespaces.persist(args.pid, args.name, kinds):
+        print(path)
+    return 0
+
+
+def _cmd_ns_release(args: argparse.Namespace) -> int:
+    from . import namespaces
+
+    namespaces.release(args.name)
+    return 0
+
+
+def _cmd_ns_list(args: argparse.Namespace) -> int:
+    from . import namespaces
+
+    for name, kinds in sorted(namespaces.persisted().items()):
+        print(f"{name}: {' '.join(kinds)}")
+    return 0
+
+
+def _cmd_rootfs_build(args: argparse.Namespace) -> int:
+    from . import rootfs
+
+    print(rootfs.build(args.dest))
+    return 0
+
+
+def _exit_code(returncode: int) -> int:
+    # A command killed by signal N exits the way a shell reports it: 128 + N.
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _add_kind_flags(parser: argparse.ArgumentParser, verb: str) -> None:
+    for kind in _KIND_FLAGS:
+        parser.add_argument(f"--{kind}", action="store_true", help=f"{verb} a {kind} namespace")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("doctor", help="check that this host can run every lesson")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.set_defaults(func=_cmd_doctor)
+
+    p = sub.add_parser("cleanup", help="remove everything labkit made on this host")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--quiet", action="store_true", help="print nothing")
+    p.set_defaults(func=_cmd_cleanup)
+
+    ns = sub.add_parser("ns", help="namespaces: run in new ones, enter, show, keep alive")
+    ns_sub = ns.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = ns_sub.add_parser("run", help="run a command in new namespaces (default: mnt uts ipc pid net)")
+    _add_kind_flags(p, "create")
+    p.add_argument("--hostname", help="hostname inside the new UTS namespace")
+    p.add_argument("--uid-map", help="with --user: 'INSIDE OUTSIDE COUNT' (default '0 100000 65536')")
+    p.add_argument("--rootfs", help="directory to use as the root filesystem (needs --mnt)")
+    p.add_argument("--root-method", choices=("pivot_root", "chroot"), default="pivot_root")
+    p.add_argument("--init", action="store_true", help="run a small init as PID 1 that reaps orphans")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    p.set_defaults(func=_cmd_ns_run)
+
+    p = ns_sub.add_parser("enter", help="run a command in the namespaces of a process (like nsenter)")
+    p.add_argument("target", help="a PID, or the name of namespaces kept with 'labkit ns persist'")
+    _add_kind_flags(p, "enter")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...] (default /bin/sh)")
+    p.set_defaults(func=_cmd_ns_enter)
+
+    p = ns_sub.add_parser("show", help="list a process's namespaces, or compare two processes")
+    p.add_argument("pid", type=int)
+    p.add_argument("other", type=int, nargs="?", help="a second PID to compare with")
+    p.set_defaults(func=_cmd_ns_show)
+
+    p = ns_sub.add_parser("persist", help="keep a process's namespaces alive under a name")
+    p.add_argument("pid", type=int)
+    p.add_argument("name")
+    _add_kind_flags(p, "keep")
+    p.set_defaults(func=_cmd_ns_persist)
+
+    p = ns_sub.add_parser("release", help="release namespaces kept with 'labkit ns persist'")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_ns_release)
+
+    p = ns_sub.add_parser("list", help="list namespaces kept with 'labkit ns persist'")
+    p.set_defaults(func=_cmd_ns_list)
+
+    rootfs = sub.add_parser("rootfs", help="minimal root filesystems")
+    rootfs_sub = rootfs.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = rootfs_sub.add_parser("build", help="build a busybox root filesystem offline")
+    p.add_argument("dest", nargs="?", help="directory to build in (default: in the state dir)")
+    p.set_defaults(func=_cmd_rootfs_build)
+
+    # Later lessons add their areas here (image, net, cgroup, ...).
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) and args.command[0] == "--":
+        args.command = args.command[1:]
+    try:
+        return args.func(args)
+    except LabkitError as e:
+        print(f"labkit: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"labkit: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

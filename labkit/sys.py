@@ -1,0 +1,178 @@
+"""Thin ctypes wrappers around the system calls containers are made of.
+
+Python 3.11 has no ``os.unshare`` or ``os.setns``, and no binding at all for ``mount`` or
+``pivot_root``. Each wrapper here calls the C library (or the raw syscall) with the same name and
+arguments as the man page, and turns a failure into an ``OSError`` that keeps the errno and names
+the call, for example ``OSError(EPERM, "unshare(CLONE_NEWUTS): Operation not permitted")``.
+
+Read ``man 2 unshare``, ``man 2 setns``, ``man 2 mount``, ``man 2 umount``, ``man 2 pivot_root``,
+``man 2 sethostname`` and ``man 2 prctl`` beside this file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# Namespace flags, from <linux/sched.h>: one bit per kind of namespace.
+CLONE_NEWNS = 0x00020000  # mount namespace (the first one, hence the generic name)
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# Mount flags, from <linux/mount.h>.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+
+# umount2 flags.
+MNT_FORCE = 1
+MNT_DETACH = 2
+
+# prctl options, from <linux/prctl.h>.
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+# pivot_root has no wrapper in glibc: it is called by number, which differs per architecture.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
+
+
+def _flag_names(flags: int, names: dict[int, str]) -> str:
+    parts = [name for bit, name in names.items() if flags & bit]
+    return "|".join(parts) or str(flags)
+
+
+_CLONE_NAMES = {
+    CLONE_NEWNS: "CLONE_NEWNS",
+    CLONE_NEWCGROUP: "CLONE_NEWCGROUP",
+    CLONE_NEWUTS: "CLONE_NEWUTS",
+    CLONE_NEWIPC: "CLONE_NEWIPC",
+    CLONE_NEWUSER: "CLONE_NEWUSER",
+    CLONE_NEWPID: "CLONE_NEWPID",
+    CLONE_NEWNET: "CLONE_NEWNET",
+    CLONE_NEWTIME: "CLONE_NEWTIME",
+}
+
+
+def _check(result: int, call: str) -> int:
+    """Turn the C convention (-1 and errno) into an OSError that names the call."""
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{call}: {os.strerror(err)}")
+    return result
+
+
+def _b(value: str | bytes | None) -> bytes | None:
+    return os.fsencode(value) if value is not None else None
+
+
+def unshare(flags: int) -> None:
+    """Ask the kernel to move the calling process into new namespaces of the kinds in *flags*.
+
+    A new PID or time namespace applies to the children created afterwards, not to the caller.
+    A new user namespace is refused (EINVAL) in a process with more than one thread.
+    """
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({_flag_names(flags, _CLONE_NAMES)})")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Ask the kernel to move the calling process into the namespace that *fd* refers to.
+
+    *fd* is an open ``/proc/PID/ns/KIND`` file; *nstype* (a CLONE_NEW* flag, or 0 for any) makes
+    the kernel check that the file is of the expected kind.
+    """
+    name = _flag_names(nstype, _CLONE_NAMES) if nstype else "0"
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({fd}, {name})")
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
+    """Ask the kernel to attach a filesystem (or change a mount's flags) at *target*."""
+    result = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    _check(result, f"mount({source!r}, {target!r}, {fstype!r})")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    """Ask the kernel to detach the mount at *target* (MNT_DETACH: lazily, once unused)."""
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount2({target!r})")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """Ask the kernel to make *new_root* the root mount and move the old root to *put_old*.
+
+    new_root must be a mount point, put_old must be at or below it, and neither may be on a
+    shared mount. ``pivot_root(".", ".")`` stacks the old root on top of the new one, so it can
+    be detached with ``umount2(".", MNT_DETACH)`` without a directory to put it in.
+    """
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(0, f"pivot_root: labkit does not know its syscall number on {platform.machine()}")
+    result = _libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old))
+    _check(result, f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def sethostname(name: str) -> None:
+    """Ask the kernel to set the hostname of the calling process's UTS namespace."""
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname({name!r})")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    """Ask the kernel to change one attribute of the calling process (see ``man 2 prctl``)."""
+    args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
+    return _check(_libc.prctl(ctypes.c_int(option), *args), f"prctl({option})")
+
+
+class _Statfs(ctypes.Structure):
+    """``struct statfs`` from <sys/statfs.h> (64-bit layout; only f_type is read)."""
+
+    _fields_ = [
+        ("f_type", ctypes.c_long),
+        ("f_bsize", ctypes.c_long),
+        ("f_blocks", ctypes.c_ulong),
+        ("f_bfree", ctypes.c_ulong),
+        ("f_bavail", ctypes.c_ulong),
+        ("f_files", ctypes.c_ulong),
+        ("f_ffree", ctypes.c_ulong),
+        ("f_fsid", ctypes.c_int * 2),
+        ("f_namelen", ctypes.c_long),
+        ("f_frsize", ctypes.c_long),
+        ("f_flags", ctypes.c_long),
+        ("f_spare", ctypes.c_long * 4),
+    ]
+
+
+# Filesystem magic numbers (f_type), from <linux/magic.h>.
+TMPFS_MAGIC = 0x01021994
+CGROUP_SUPER_MAGIC = 0x0027E0EB  # a cgroup v1 hierarchy
+CGROUP2_SUPER_MAGIC = 0x63677270  # "cgrp": the cgroup v2 unified hierarchy
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
+
+
+def statfs(path: str) -> int:
+    """Ask the kernel which filesystem *path* is on; return its magic number (``f_type``).
+
+    ``os.statvfs`` cannot answer this: the POSIX ``statvfs`` has no ``f_type`` field.
+    """
+    buf = _Statfs()
+    _check(_libc.statfs(_b(path), ctypes.byref(buf)), f"statfs({path!r})")
+    # f_type is a signed long in glibc; the magic numbers are unsigned 32-bit values.
+    return buf.f_type & 0xFFFFFFFF

@@ -1,0 +1,63 @@
+"""Shared fixtures. Every test runs as root against the real kernel and must leave nothing behind.
+
+The autouse ``no_leftovers`` fixture asks ``labkit.cleanup.leftovers()`` (which reads the kernel's
+own tables) after every test: a test that leaves a mount, a namespace, a process or a file in the
+state directory fails, and the leftovers are removed so the next test starts clean.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from labkit import cleanup
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() != 0:
+        pytest.exit("labkit's tests run against the real kernel as root: run 'sudo scripts/test'.", 2)
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request):
+    before = set(cleanup.leftovers())
+    yield
+    left = [x for x in cleanup.leftovers() if x not in before]
+    if left:
+        cleanup.cleanup()
+        pytest.fail("the test left labkit resources behind: " + "; ".join(left))
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    """A private state directory for one test (LABKIT_STATE_DIR), removed with the test."""
+    path = tmp_path / "labkit-state"
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(path))
+    yield path
+    cleanup.cleanup()
+
+
+def run_as_nobody(code: str) -> subprocess.CompletedProcess:
+    """Run Python *code* with labkit importable as the unprivileged user nobody.
+
+    The venv's interpreter may live below /root (pyenv), where nobody cannot read, so this uses
+    the system's python3 when it is new enough; labkit's core needs only the standard library.
+    """
+    import shutil
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    python = sys.executable
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system and subprocess.run([system, "-c", "import sys; assert sys.version_info >= (3, 11)"]).returncode == 0:
+        python = system
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", python, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": root, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"},
+    )
