@@ -407,7 +407,9 @@ def _start(spec, uids, gids, stdin, stdout, stderr, text) -> Process:
     control_r, control_w = os.pipe()
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(_INIT), str(status_w), str(control_r)],
+            # The state directory names the labkit instance this helper belongs to, so that
+            # `labkit cleanup` for one state directory leaves another's helpers alone.
+            [sys.executable, "-I", "-S", str(_INIT), str(status_w), str(control_r), str(state_dir())],
             pass_fds=(status_w, control_r),
             stdin=stdin,
             stdout=stdout,
@@ -625,18 +627,20 @@ def release(name: str) -> None:
 
 
 def _helper_processes() -> list[int]:
-    """PIDs of labkit's namespace helpers (relays and inits) still running on this host."""
+    """PIDs of this state directory's namespace helpers (relays and inits) still running."""
     found = []
-    marker = str(_INIT).encode()
+    wanted = [str(_INIT).encode(), str(state_dir()).encode()]
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                if marker in f.read():
-                    found.append(int(entry.name))
+                args = f.read().split(b"\0")
         except OSError:
             continue  # the process has exited meanwhile
+        # python -I -S .../labkit/_init.py STATUS_FD CONTROL_FD STATE_DIR
+        if len(args) >= 7 and [args[3], args[6]] == wanted:
+            found.append(int(entry.name))
     return found
 
 
