@@ -15,7 +15,7 @@ This module asks the kernel for namespaces in three ways, all in a fresh child p
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import select
 import signal
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import sys as ksys
+from ._init import frame
 from .errors import BadInput, LabkitError, MissingFeature, NotRoot
 from .state import check_name, state_dir
 
@@ -169,9 +170,9 @@ def _write_id_maps(pid: int, uid_map: list[IdMap], gid_map: list[IdMap]) -> None
 class Process:
     """A command running in namespaces that ``spawn`` or ``enter`` set up.
 
-    ``pid`` is the command's PID as the host sees it. When a PID namespace was made, a relay
-    process sits between the caller and the command (like ``unshare --fork``); ``wait`` and
-    ``returncode`` report the command's own exit.
+    ``pid`` is the command's PID as the host sees it (with ``init=True``, the init's). When a
+    PID namespace was made, a relay process sits between the caller and the command (like
+    ``unshare --fork``); ``wait`` and ``returncode`` report the command's own exit.
     """
 
     def __init__(self, popen: subprocess.Popen, pid: int, argv: list[str]):
@@ -205,10 +206,11 @@ class Process:
         self.signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        # Killing the relay is enough: the command dies with it (PR_SET_PDEATHSIG), and with the
-        # first process of a PID namespace every other process in it dies too.
-        if self.popen.poll() is None:
-            self.popen.kill()
+        """SIGKILL the command; with the first process of a PID namespace, all of it dies."""
+        # The relay (if any) sees its child die, reaps it and exits: once wait() returns, the
+        # command is gone too. (Killing the relay would also kill the command, through
+        # PR_SET_PDEATHSIG, but asynchronously.)
+        self.signal(signal.SIGKILL)
 
     def signal(self, sig: int) -> None:
         if self.popen.poll() is None:
@@ -228,7 +230,11 @@ class Process:
 
     def __exit__(self, *exc) -> None:
         self.kill()
-        self.wait()
+        try:
+            self.wait(5)
+        except subprocess.TimeoutExpired:  # a stopped or stuck relay
+            self.popen.kill()
+            self.wait()
         for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
             if stream:
                 stream.close()
@@ -421,9 +427,8 @@ def _start(spec, uids, gids, stdin, stdout, stderr, text) -> Process:
         os.close(status_w)
         os.close(control_r)
     try:
-        with os.fdopen(control_w, "w") as control, os.fdopen(status_r, "rb", buffering=0) as status:
-            control.write(json.dumps(spec) + "\n")
-            control.flush()
+        with os.fdopen(control_w, "wb", buffering=0) as control, os.fdopen(status_r, "rb", buffering=0) as status:
+            control.write(frame(spec))
             pid = _follow_setup(popen, status, control, uids, gids)
     except BaseException:
         if popen.poll() is None:
@@ -434,7 +439,7 @@ def _start(spec, uids, gids, stdin, stdout, stderr, text) -> Process:
 
 
 def _follow_setup(popen, status, control, uids, gids) -> int:
-    """Read the child's events until its exec closes the pipe; return the command's PID."""
+    """Read the child's messages until its exec closes the pipe; return the command's PID."""
     deadline = time.monotonic() + SETUP_TIMEOUT
     buffer = b""
     pid = None
@@ -449,13 +454,12 @@ def _follow_setup(popen, status, control, uids, gids) -> int:
         if not chunk:
             break  # every copy of the pipe is closed: the command was exec'd
         buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            event = json.loads(line)
+        while len(buffer) >= 4 and len(buffer) >= 4 + int.from_bytes(buffer[:4], "little"):
+            size = int.from_bytes(buffer[:4], "little")
+            event, buffer = marshal.loads(buffer[4 : 4 + size]), buffer[4 + size :]
             if event["event"] == "userns":
                 _write_id_maps(popen.pid, uids, gids)
-                control.write('{"event": "maps"}\n')
-                control.flush()
+                control.write(frame({"event": "maps"}))
             elif event["event"] == "pid":
                 pid = event["pid"]
             elif event["event"] == "error":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -122,9 +121,10 @@ def pivot_root(new_root: str, put_old: str) -> None:
     shared mount. ``pivot_root(".", ".")`` stacks the old root on top of the new one, so it can
     be detached with ``umount2(".", MNT_DETACH)`` without a directory to put it in.
     """
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    machine = os.uname().machine
+    number = _SYS_PIVOT_ROOT.get(machine)
     if number is None:
-        raise OSError(0, f"pivot_root: labkit does not know its syscall number on {platform.machine()}")
+        raise OSError(0, f"pivot_root: labkit does not know its syscall number on {machine}")
     result = _libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old))
     _check(result, f"pivot_root({new_root!r}, {put_old!r})")
 
