@@ -1,0 +1,331 @@
+"""The lab VM: the Vagrantfile and scripts/provision-vm.
+
+No VM boots here (no hypervisor, no systemd as PID 1). What runs: Vagrant's own validation of the
+Vagrantfile, the settings the Vagrantfile hands Vagrant (read by loading it in Ruby with a stand-in
+for Vagrant that records every setting), and provision-vm's file-writing part, run twice into a
+scratch root with a stand-in systemctl that records any call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROVISION = REPO / "scripts" / "provision-vm"
+VAGRANT = shutil.which("vagrant")
+RUBY = shutil.which("ruby")
+needs_vagrant = pytest.mark.skipif(
+    VAGRANT is None, reason="no vagrant binary (scripts/setup test installs it)"
+)
+needs_ruby = pytest.mark.skipif(RUBY is None, reason="no ruby to load the Vagrantfile with")
+
+
+def vagrant(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run vagrant on the repository's Vagrantfile, with its home and .vagrant kept in tmp_path."""
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "VAGRANT_HOME": str(tmp_path / "vagrant.d"),
+        "VAGRANT_CWD": str(REPO),
+        "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot-vagrant"),
+        "VAGRANT_CHECKPOINT_DISABLE": "1",
+        "VAGRANT_NO_COLOR": "1",
+        **env,
+    }
+    return subprocess.run(
+        [VAGRANT, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        cwd=tmp_path,
+    )
+
+
+@needs_vagrant
+def test_vagrant_validates_the_vagrantfile(tmp_path):
+    result = vagrant(tmp_path, "validate", "--ignore-provider")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "validated successfully" in result.stdout
+    version = tuple(int(x) for x in vagrant(tmp_path, "--version").stdout.split()[1].split(".")[:2])
+    old_vagrant_warnings = result.stderr.count("cannot choose a box by CPU architecture")
+    assert old_vagrant_warnings == (1 if version < (2, 4) else 0), result.stderr
+    assert not (REPO / ".vagrant").exists(), "vagrant left a .vagrant directory in the repository"
+
+
+@needs_vagrant
+def test_valid_overrides_pass_validation(tmp_path):
+    result = vagrant(
+        tmp_path,
+        "validate",
+        "--ignore-provider",
+        LABKIT_VM_CPUS="3",
+        LABKIT_VM_MEMORY="4096",
+        LABKIT_VM_PORT="18888",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_vagrant
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LABKIT_VM_CPUS", "two"),
+        ("LABKIT_VM_CPUS", "0"),
+        ("LABKIT_VM_MEMORY", "512"),
+        ("LABKIT_VM_PORT", "70000"),
+    ],
+)
+def test_a_bad_override_stops_vagrant_with_one_sentence(tmp_path, name, value):
+    result = vagrant(tmp_path, "validate", "--ignore-provider", **{name: value})
+    assert result.returncode != 0
+    message = result.stderr.strip()
+    assert message.startswith(f"labkit: {name}={value} is not a number"), message
+    assert message.count("\n") == 0, message
+
+
+# A stand-in for Vagrant: Vagrant.configure yields an object that records every setting made on
+# it (path and value) and every call with arguments (network, synced_folder, provision).
+RECORDER = r"""
+require "json"
+LOG = []
+class Recorder
+  def initialize(path) @path = path end
+  def respond_to_missing?(*) true end
+  def method_missing(name, *args, **kw, &blk)
+    n = name.to_s
+    if n == "[]="  # vmx["memsize"] = "2048"
+      LOG << { "set" => @path + [args[0]], "value" => args[1] }
+      return args[1]
+    end
+    if n.end_with?("=")
+      LOG << { "set" => @path + [n.chomp("=")], "value" => args.first }
+      return args.first
+    end
+    here = @path + [n] + args.map(&:to_s)
+    LOG << { "call" => @path + [n], "args" => args, "kw" => kw } unless args.empty? && kw.empty?
+    blk.call(Recorder.new(here), Recorder.new(here + ["override"])) if blk
+    Recorder.new(here)
+  end
+end
+module Vagrant
+  def self.configure(version) yield Recorder.new([]) end
+end
+load ARGV[0]
+puts JSON.generate(LOG)
+"""
+
+
+def vagrant_settings(tmp_path: Path, **env: str) -> tuple[dict, list]:
+    """The settings the Vagrantfile makes under *env*: ({path: value}, [calls])."""
+    script = tmp_path / "recorder.rb"
+    script.write_text(RECORDER)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LABKIT_VM_")}
+    result = subprocess.run(
+        [RUBY, str(script), str(REPO / "Vagrantfile")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    log = json.loads(result.stdout)
+    settings = {tuple(e["set"]): e["value"] for e in log if "set" in e}
+    calls = [e for e in log if "call" in e]
+    return settings, calls
+
+
+@needs_ruby
+@pytest.mark.parametrize(
+    ("env", "cpus", "memory"),
+    [({}, 2, 2048), ({"LABKIT_VM_CPUS": "3", "LABKIT_VM_MEMORY": "3072"}, 3, 3072)],
+)
+def test_every_provider_gets_the_cpus_and_memory_asked_for(tmp_path, env, cpus, memory):
+    settings, _ = vagrant_settings(tmp_path, **env)
+    for provider in ("virtualbox", "parallels", "libvirt"):
+        assert settings[("vm", "provider", provider, "cpus")] == cpus, provider
+        assert settings[("vm", "provider", provider, "memory")] == memory, provider
+    vmx = ("vm", "provider", "vmware_desktop", "vmx")  # VMware takes them as .vmx entries
+    assert settings[vmx + ("numvcpus",)] == str(cpus)
+    assert settings[vmx + ("memsize",)] == str(memory)
+
+
+@needs_ruby
+def test_boxes_are_pinned_and_libvirt_gets_its_own(tmp_path):
+    settings, _ = vagrant_settings(tmp_path)
+    assert settings[("vm", "box")] == "bento/ubuntu-24.04"
+    assert settings[("vm", "box_version")].count(".") == 2  # an exact version, not a constraint
+    override = ("vm", "provider", "libvirt", "override", "vm")
+    assert settings[override + ("box",)] == "cloud-image/ubuntu-24.04"
+    assert settings[override + ("box_version",)].count(".") == 2
+    for provider in ("virtualbox", "vmware_desktop", "parallels"):
+        assert ("vm", "provider", provider, "override", "vm", "box") not in settings
+
+
+@needs_ruby
+@pytest.mark.parametrize(("env", "host_port"), [({}, 8888), ({"LABKIT_VM_PORT": "18080"}, 18080)])
+def test_jupyterlab_is_forwarded_to_the_host_loopback_only(tmp_path, env, host_port):
+    _, calls = vagrant_settings(tmp_path, **env)
+    forwards = [
+        c for c in calls if c["call"] == ["vm", "network"] and c["args"] == ["forwarded_port"]
+    ]
+    assert len(forwards) == 1
+    assert forwards[0]["kw"] == {
+        "id": "jupyterlab",
+        "guest": 8888,
+        "host": host_port,
+        "host_ip": "127.0.0.1",
+    }
+    # Nothing else puts the guest on a network the host shares with others.
+    assert [c for c in calls if c["call"] == ["vm", "network"]] == forwards
+    provision = [c for c in calls if c["call"] == ["vm", "provision"]]
+    assert len(provision) == 1
+    assert provision[0]["kw"]["env"] == {"LABKIT_HOST_PORT": str(host_port)}
+    assert provision[0]["kw"]["inline"].endswith("/labkit/scripts/provision-vm")
+
+
+@needs_ruby
+def test_the_repository_is_copied_without_the_hosts_venv(tmp_path):
+    _, calls = vagrant_settings(tmp_path)
+    folders = {c["args"][1]: c["kw"] for c in calls if c["call"] == ["vm", "synced_folder"]}
+    assert folders["/vagrant"] == {"disabled": True}
+    assert folders["/labkit"]["type"] == "rsync"
+    assert ".venv/" in folders["/labkit"]["rsync__exclude"]
+    assert "--delete" not in folders["/labkit"]["rsync__args"]  # a lab's edits survive `vagrant up`
+
+
+# --- provision-vm -----------------------------------------------------------------------------
+
+
+def provision(root: Path, bin_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "LABKIT_DESTDIR": str(root),
+        "SYSTEMCTL_LOG": str(bin_dir / "systemctl.log"),
+    }
+    return subprocess.run(
+        ["bash", str(PROVISION), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+@pytest.fixture
+def fake_systemctl(tmp_path) -> Path:
+    """A bin directory whose systemctl/journalctl only record that they were called."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("systemctl", "journalctl"):
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\necho "{name} $*" >> "$SYSTEMCTL_LOG"\n')
+        tool.chmod(0o755)
+    return bin_dir
+
+
+def test_provisioning_twice_gives_the_same_files(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    first = provision(root, fake_systemctl, "--no-setup")
+    assert first.returncode == 0, first.stderr
+    unit = root / "etc/systemd/system/jupyterlab.service"
+    token = root / "etc/labkit/jupyter-token"
+    unit_text = unit.read_text()
+    token_stat = token.stat()
+    token_text = token.read_text()
+
+    second = provision(root, fake_systemctl, "--no-setup")
+    assert second.returncode == 0, second.stderr
+    assert unit.read_text() == unit_text
+    assert token.read_text() == token_text
+    assert (token.stat().st_ino, token.stat().st_mtime_ns) == (
+        token_stat.st_ino,
+        token_stat.st_mtime_ns,
+    )
+    assert "changed: yes" in first.stdout and "changed: no" in second.stdout
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "etc/labkit/jupyter-token",
+        "etc/systemd/system/jupyterlab.service",
+    ]
+    # A scratch root never reaches the real systemd.
+    assert not (fake_systemctl / "systemctl.log").exists()
+
+
+def test_the_token_is_secret_and_random(tmp_path, fake_systemctl):
+    tokens = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+        token = root / "etc/labkit/jupyter-token"
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        assert stat.S_IMODE(token.parent.stat().st_mode) == 0o700
+        tokens.append(token.read_text())
+    assert all(len(t) == 48 and set(t) <= set("0123456789abcdef") for t in tokens), tokens
+    assert tokens[0] != tokens[1]
+
+
+def test_an_existing_token_is_kept(tmp_path, fake_systemctl):
+    token = tmp_path / "root/etc/labkit/jupyter-token"
+    token.parent.mkdir(parents=True)
+    token.write_text("chosen-by-hand")
+    assert provision(tmp_path / "root", fake_systemctl, "--no-setup").returncode == 0
+    assert token.read_text() == "chosen-by-hand"
+
+
+def test_the_unit_runs_scripts_lab_as_root_with_cgroup_delegation(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+    unit = root / "etc/systemd/system/jupyterlab.service"
+    assert not unit.name.startswith("labkit")  # leak checks treat cgroups named labkit* as ours
+    lines = unit.read_text().splitlines()
+    assert "User=root" in lines
+    assert "Delegate=yes" in lines
+    assert "DelegateSubgroup=server" in lines
+    assert f"ExecStart=/bin/bash {REPO}/scripts/lab" in lines
+    assert "Environment=LABKIT_IP=0.0.0.0 LABKIT_PORT=8888" in lines
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_accepts_the_unit(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+    unit = root / "etc/systemd/system/jupyterlab.service"
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    version = int(
+        subprocess.run(
+            ["systemd-analyze", "--version"],
+            check=False,
+            capture_output=True,
+            text=True,
+        ).stdout.split()[1]
+    )
+    complaints = [line for line in result.stderr.splitlines() if line.strip()]
+    if version < 254:  # DelegateSubgroup= is newer than this host's systemd; Ubuntu 24.04 has 255
+        complaints = [c for c in complaints if "Unknown key 'DelegateSubgroup'" not in c]
+    assert complaints == []
+
+
+def test_provision_vm_rejects_unknown_options(tmp_path, fake_systemctl):
+    result = provision(tmp_path / "root", fake_systemctl, "--no-start")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "provision-vm: unknown option '--no-start': the only option is --no-setup."
+    )
+    assert not (tmp_path / "root").exists()
