@@ -113,6 +113,66 @@ def _cmd_rootfs_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- images ------------------------------------------------------------------------------------
+
+
+def _cmd_image(args: argparse.Namespace) -> int:
+    from . import images
+
+    if args.verb == "import":
+        for image in images.import_image(args.path, args.name):
+            print(image)
+    elif args.verb == "busybox":
+        print(images.busybox_image(args.name))
+    elif args.verb == "list":
+        for image in images.list_images():
+            print(image)
+    elif args.verb == "inspect":
+        image = images.get(args.ref)
+        print(json.dumps(image.config, indent=2) if args.json else image.describe())
+    elif args.verb == "remove":
+        for digest in images.remove(args.ref):
+            print(f"removed {digest}")
+    elif args.verb == "export":
+        print(images.export_image(args.ref, args.dest))
+    elif args.verb == "commit":
+        print(images.commit(args.upperdir, args.base, args.name))
+    elif args.verb == "mount":
+        print(images.mount_root(args.ref, args.name).merged)
+    elif args.verb == "unmount":
+        images.unmount_root(args.name)
+    return 0
+
+
+def _add_image_commands(sub) -> None:
+    image = sub.add_parser("image", help="container images: a layer store, import, export, commit")
+    verbs = image.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser("import", help="import a 'docker save' tar or an OCI layout (dir or tar)")
+    p.add_argument("path")
+    p.add_argument("--name", help="name the image (default: the names in the archive)")
+    p = verbs.add_parser("busybox", help="build the busybox base image offline from busybox-static")
+    p.add_argument("name", nargs="?", default="busybox:latest")
+    verbs.add_parser("list", help="list the images in the store")
+    p = verbs.add_parser("inspect", help="show an image's layers: DiffIDs, ChainIDs, sizes")
+    p.add_argument("ref", help="an image name or id")
+    p.add_argument("--json", action="store_true", help="print the image config as JSON")
+    p = verbs.add_parser("remove", help="remove an image and the layers no other image uses")
+    p.add_argument("ref")
+    p = verbs.add_parser("export", help="write an image as an OCI layout with a docker manifest.json")
+    p.add_argument("ref")
+    p.add_argument("dest", help="NAME.tar for a tar, anything else for a directory")
+    p = verbs.add_parser("commit", help="make a new image: BASE plus the changes in UPPERDIR")
+    p.add_argument("upperdir")
+    p.add_argument("base")
+    p.add_argument("name")
+    p = verbs.add_parser("mount", help="mount an overlay root from an image; prints the merged dir")
+    p.add_argument("ref")
+    p.add_argument("name", help="a name for the root (its upper dir is kept until unmount)")
+    p = verbs.add_parser("unmount", help="unmount a root made with 'labkit image mount' and delete it")
+    p.add_argument("name")
+    image.set_defaults(func=_cmd_image)
+
+
 def _exit_code(returncode: int) -> int:
     # A command killed by signal N exits the way a shell reports it: 128 + N.
     return 128 - returncode if returncode < 0 else returncode
@@ -179,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", nargs="?", help="directory to build in (default: in the state dir)")
     p.set_defaults(func=_cmd_rootfs_build)
 
+    _add_image_commands(sub)
     # Later lessons add their areas here (image, net, cgroup, ...).
     return parser
 
