@@ -166,7 +166,8 @@ def exit_like(status: int) -> None:
     """Exit with the same code, or die of the same signal, as the process we waited for."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # these two cannot be caught or reset
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         # Still here: we are PID 1 of a namespace, which its own signals cannot kill.
         os._exit(128 + sig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -88,6 +89,17 @@ def test_host_sees_the_container_pid_1_under_another_number():
     with ns.spawn(["sleep", "30"], ["mnt", "pid"]) as proc:
         nspid = Path(f"/proc/{proc.pid}/status").read_text().split("NSpid:")[1].split("\n")[0]
         assert nspid.split() == [str(proc.pid), "1"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_caller_sees_the_signal_that_ended_the_command(sig):
+    # A new time namespace also puts a relay between us and the command (it applies to
+    # children), without making sleep a PID 1, to which the kernel would not deliver SIGTERM.
+    proc = ns.spawn(["sleep", "30"], ["uts", "time"], stderr=subprocess.PIPE)
+    with proc:
+        proc.signal(sig)
+        assert proc.wait(5) == -sig
+        assert proc.stderr.read() == ""  # the relay exited quietly, the way its child did
 
 
 def test_killing_pid_1_ends_every_process_in_the_namespace():
