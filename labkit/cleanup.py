@@ -10,23 +10,10 @@ the outside in: processes first, then what they used.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
-
+from . import mountinfo
 from . import sys as ksys
 from .errors import require_root
 from .state import state_dir
-
-
-def _mounts_below(root: Path) -> list[str]:
-    """Mount points at or below *root*, deepest first (so children are detached before parents)."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            # Field 5 is the mount point, with spaces and other specials escaped as octal.
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == str(root) or point.startswith(str(root) + "/"):
-                found.append(point)
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
 
 
 def _stages():
@@ -40,11 +27,11 @@ def _stages():
 
 
 def _state_mount_leftovers() -> list[str]:
-    return [f"mount: {p}" for p in _mounts_below(state_dir())]
+    return [f"mount: {p}" for p in mountinfo.below(state_dir())]
 
 
 def _remove_state_mounts() -> None:
-    for point in _mounts_below(state_dir()):
+    for point in mountinfo.below(state_dir()):
         try:
             # MNT_DETACH: a mount still in use by a dying process is detached now, freed later.
             ksys.umount2(point, ksys.MNT_DETACH)
@@ -61,7 +48,7 @@ def _state_file_leftovers() -> list[str]:
 
 def _remove_state_files() -> None:
     root = state_dir()
-    if root.exists() and not _mounts_below(root):
+    if root.exists() and not mountinfo.below(root):
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import mountinfo
 from . import sys as ksys
 from ._init import frame
 from .errors import BadInput, LabkitError, MissingFeature, NotRoot
@@ -563,7 +564,7 @@ def _ensure_private_root() -> Path:
     """
     root = _persist_root()
     root.mkdir(parents=True, exist_ok=True)
-    if not os.path.ismount(root):
+    if not mountinfo.is_mount_point(root):
         ksys.mount(str(root), str(root), None, ksys.MS_BIND)
         ksys.mount(None, str(root), None, ksys.MS_PRIVATE)
     return root
@@ -608,8 +609,9 @@ def persisted() -> dict[str, list[str]]:
     root = _persist_root()
     if not root.is_dir():
         return {}
+    points = {Path(m.point) for m in mountinfo.mounts()}
     return {
-        d.name: [k for k in KINDS if os.path.ismount(d / k)]
+        d.name: [k for k in KINDS if (d / k) in points]
         for d in sorted(root.iterdir())
         if d.is_dir()
     }
@@ -620,8 +622,9 @@ def release(name: str) -> None:
     target_dir = _persist_dir(name)
     if not target_dir.is_dir():
         raise BadInput(f"no namespaces are kept under the name {name!r}: see 'labkit ns list'.")
+    points = {Path(m.point) for m in mountinfo.mounts()}
     for entry in target_dir.iterdir():
-        if os.path.ismount(entry):
+        if entry in points:
             ksys.umount2(str(entry), ksys.MNT_DETACH)
         entry.unlink()
     target_dir.rmdir()

@@ -20,6 +20,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import mountinfo
 from . import sys as ksys
 from .errors import BadInput, require_root
 from .state import check_name, state_dir
@@ -69,37 +70,18 @@ class LiveOverlay:
     workdir: str | None
 
 
-def _unescape(field_: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal (\040 ...).
-    return field_.encode().decode("unicode_escape")
-
-
 def live_overlays() -> list[LiveOverlay]:
     """Every overlay mount in this mount namespace, with its layers."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            before, _, after = line.partition(" - ")
-            fstype, _source, super_opts = after.split(" ", 2)
-            if fstype != "overlay":
-                continue
-            opts: dict[str, str] = {}
-            for opt in super_opts.strip().split(","):
-                key, _, value = opt.partition("=")
-                opts[key] = _unescape(value)
-            found.append(
-                LiveOverlay(
-                    merged=_unescape(before.split()[4]),
-                    lowerdirs=[d for d in opts.get("lowerdir", "").split(":") if d],
-                    upperdir=opts.get("upperdir"),
-                    workdir=opts.get("workdir"),
-                )
-            )
-    return found
-
-
-def _is_mount_point(path: Path) -> bool:
-    return any(_unescape(line.split()[4]) == str(path) for line in open("/proc/self/mountinfo"))
+    return [
+        LiveOverlay(
+            merged=m.point,
+            lowerdirs=[d for d in (m.super_option("lowerdir") or "").split(":") if d],
+            upperdir=m.super_option("upperdir"),
+            workdir=m.super_option("workdir"),
+        )
+        for m in mountinfo.mounts()
+        if m.fstype == "overlay"
+    ]
 
 
 # --- one overlay mount ------------------------------------------------------------------------
@@ -236,7 +218,7 @@ def _check_overlay(ov: Overlay) -> None:
         raise BadInput(
             f"the overlay options are {len(ov.options())} bytes, over the kernel's one-page limit: use fewer or shorter lowerdirs."
         )
-    if _is_mount_point(ov.merged):
+    if mountinfo.is_mount_point(ov.merged):
         raise BadInput(
             f"{ov.merged} is already a mount point: unmount it first, or mount somewhere else."
         )

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import rootfs
+from .. import mountinfo, rootfs
 from .. import sys as ksys
 from ..namespaces import KINDS
 
@@ -287,15 +287,11 @@ class CgroupMount:
 
 
 def cgroup_mounts(host: Host) -> list[CgroupMount]:
-    mounts = []
-    for line in (host.read("/proc/self/mountinfo") or "").splitlines():
-        # Fields: id parent dev root point options [optional...] - fstype source super-options
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
-            read_only = "ro" in fields[5].split(",")
-            mounts.append(CgroupMount(fields[4], fields[3], tail[0], tail[2].split(","), read_only))
-    return mounts
+    return [
+        CgroupMount(m.point, m.root, m.fstype, list(m.super_options), m.read_only)
+        for m in mountinfo.parse(host.read("/proc/self/mountinfo") or "")
+        if m.fstype in ("cgroup", "cgroup2")
+    ]
 
 
 def own_cgroups(host: Host) -> dict[str, str]:
