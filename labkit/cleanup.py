@@ -21,6 +21,9 @@ def _stages():
     from . import namespaces
 
     stages = [("processes and namespaces", namespaces.leftovers, namespaces.remove_leftovers)]
+    from . import network
+
+    stages.append(("network", network.leftovers, network.remove_leftovers))
     stages.append(("mounts", _state_mount_leftovers, _remove_state_mounts))
     stages.append(("state files", _state_file_leftovers, _remove_state_files))
     return stages

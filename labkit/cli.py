@@ -173,6 +173,86 @@ def _add_image_commands(sub) -> None:
     image.set_defaults(func=_cmd_image)
 
 
+# --- network --------------------------------------------------------------------------------------
+
+
+def _cmd_net(args: argparse.Namespace) -> int:
+    from . import network, traffic
+
+    if args.verb == "add":
+        print(network.netns_add(args.name))
+    elif args.verb == "delete":
+        if args.name.startswith(network.NETNS_PREFIX):
+            network.netns_delete(args.name)
+        else:
+            network.bridge_delete(args.name)  # also deletes its NAT and publish rules
+    elif args.verb == "list":
+        for name in network.netns_list():
+            print(f"netns {name}: " + ", ".join(str(link) for link in network.links(name)))
+        for link in network.links():
+            if link.ifname.startswith(network.LINK_PREFIX):
+                print(f"link {link}")
+        for rule in network.rules():
+            print(rule)
+    elif args.verb == "bridge":
+        print(network.bridge_add(args.name, args.subnet))
+    elif args.verb == "connect":
+        print(network.connect(args.bridge, args.netns, args.address))
+    elif args.verb == "publish":
+        address, _, port = args.target.rpartition(":")
+        if not port.isdigit():
+            raise LabkitError(f"target {args.target!r} is not ADDRESS:PORT, e.g. 10.203.0.2:80.")
+        for rule in network.publish(args.bridge, args.host_port, address, int(port), args.proto):
+            print(rule)
+    elif args.verb == "nat":
+        print(network.nat_add(args.bridge))
+    elif args.verb == "shape":
+        if args.rate is None and args.delay is None:
+            traffic.unshape(args.ifname, args.netns)  # no limit asked for: remove the limits
+            print(traffic.shaping(args.ifname, args.netns))
+        else:
+            print(traffic.shape(args.ifname, args.rate, args.delay, args.netns))
+    elif args.verb == "ping":
+        result = traffic.ping(args.netns, args.address, count=args.count)
+        print(result)
+        return 0 if result.ok else 1
+    return 0
+
+
+def _add_net_commands(sub) -> None:
+    net = sub.add_parser("net", help="network namespaces, veth pairs, bridges, NAT, tc shaping")
+    verbs = net.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser("add", help="create a named network namespace (labkit-NAME), like ip netns add")
+    p.add_argument("name")
+    p = verbs.add_parser("delete", help="delete a namespace (labkit-*) or a bridge (lk*) and its rules")
+    p.add_argument("name")
+    verbs.add_parser("list", help="list labkit's namespaces, host interfaces and nftables rules")
+    p = verbs.add_parser("bridge", help="create a bridge with a lab subnet that the host does not route")
+    p.add_argument("name", help="an interface name starting with 'lk', at most 15 characters")
+    p.add_argument("--subnet", help="e.g. 10.203.7.0/24 (default: the first free /24 of 10.203.0.0/16)")
+    p = verbs.add_parser("connect", help="plug a namespace into a bridge: veth, address, default route")
+    p.add_argument("bridge")
+    p.add_argument("netns")
+    p.add_argument("--address", help="ADDRESS/PREFIX on the bridge's subnet (default: the next free)")
+    p = verbs.add_parser("publish", help="DNAT the host's port to ADDRESS:PORT in a namespace")
+    p.add_argument("bridge")
+    p.add_argument("host_port", type=int)
+    p.add_argument("target", help="ADDRESS:PORT of a namespace on the bridge")
+    p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
+    p = verbs.add_parser("nat", help="masquerade the bridge's subnet going out (turns on ip_forward)")
+    p.add_argument("bridge")
+    p = verbs.add_parser("shape", help="tc: limit the rate (tbf) and delay (netem) of what leaves IFNAME")
+    p.add_argument("ifname")
+    p.add_argument("--rate", type=float, help="Mbit/s (neither --rate nor --delay: remove shaping)")
+    p.add_argument("--delay", type=float, help="milliseconds")
+    p.add_argument("--netns", help="the interface is in this namespace (default: the host)")
+    p = verbs.add_parser("ping", help="ping ADDRESS from inside a namespace (busybox ping)")
+    p.add_argument("netns")
+    p.add_argument("address")
+    p.add_argument("--count", type=int, default=3)
+    net.set_defaults(func=_cmd_net)
+
+
 def _exit_code(returncode: int) -> int:
     # A command killed by signal N exits the way a shell reports it: 128 + N.
     return 128 - returncode if returncode < 0 else returncode
@@ -240,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_rootfs_build)
 
     _add_image_commands(sub)
+    _add_net_commands(sub)
     # Later lessons add their areas here (image, net, cgroup, ...).
     return parser
 
