@@ -24,6 +24,9 @@ def _stages():
     from . import network
 
     stages.append(("network", network.leftovers, network.remove_leftovers))
+    from . import cgroups
+
+    stages.append(("cgroups", cgroups.leftovers, cgroups.remove_leftovers))
     stages.append(("mounts", _state_mount_leftovers, _remove_state_mounts))
     stages.append(("state files", _state_file_leftovers, _remove_state_files))
     return stages

@@ -1,0 +1,268 @@
+"""The cgroup v1 backend: one directory per hierarchy, one controller's files in each.
+
+On v1 a cgroup is not one directory but one in *every* hierarchy (memory, cpu, cpuacct, pids,
+cpuset, freezer), and a process joins by writing its PID to ``cgroup.procs`` in each of them.
+On a hybrid host labkit also makes the cgroup in the controller-less cgroup2 hierarchy, only to
+read its pressure (PSI) files, which v1 hierarchies lack.
+
+The files, against v2's (``../shared/docs/kernel-facts.md`` has the whole table):
+``memory.limit_in_bytes`` (``memory.max``), ``memory.memsw.limit_in_bytes`` = memory + swap
+(``memory.swap.max`` = swap alone), ``memory.soft_limit_in_bytes`` (roughly ``memory.high``),
+``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (``cpu.max``), ``cpu.shares`` (``cpu.weight``),
+``freezer.state`` (``cgroup.freeze``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from ..errors import BadInput, MissingFeature
+from .cgroup import Pressure, Stats, keyed, make_dir, read, remove_dir, write
+from .layout import Hierarchy, Layout
+from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us, weight_to_shares
+
+# v1 writes "no limit" as -1 and reads it back as the largest page-aligned 64-bit number.
+_UNLIMITED = -1
+_HUGE = 1 << 62
+
+
+class Backend:
+    """A v1 cgroup: ``<own cgroup>/labkit/<dirname>`` in each hierarchy."""
+
+    def __init__(self, dirname: str, layout: Layout):
+        self.dirname = dirname
+        # Each hierarchy labkit uses: the v1 ones, and cgroup2 (hybrid) for pressure only.
+        self.hierarchies: list[Hierarchy] = list(layout.hierarchies)
+        self.dirs = [h.parent / dirname for h in self.hierarchies]
+
+    def _dir(self, controller: str) -> Path | None:
+        for h, d in zip(self.hierarchies, self.dirs):
+            if controller in h.controllers or (controller == "" and not h.controllers):
+                return d
+        return None
+
+    def _file(self, controller: str, name: str) -> Path:
+        d = self._dir(controller)
+        if d is None:
+            raise MissingFeature(
+                f"this host has no v1 {controller} hierarchy, so {name} cannot be used: mount it "
+                f"(mount -t cgroup -o {controller} cgroup /sys/fs/cgroup/{controller})."
+            )
+        return d / name
+
+    # --- making and removing ----------------------------------------------------------------
+
+    def create(self) -> None:
+        """mkdir the cgroup in every hierarchy; undo them all if one fails."""
+        made: list[Path] = []
+        try:
+            for h, d in zip(self.hierarchies, self.dirs):
+                for attempt in range(3):
+                    try:
+                        h.parent.mkdir(exist_ok=True)
+                        if "cpuset" in h.controllers:
+                            _inherit_cpuset(h.parent)
+                        make_dir(d)
+                        break
+                    except FileNotFoundError:
+                        if attempt == 2:  # another shell's cleanup removed labkit/ meanwhile
+                            raise
+                made.append(d)
+                if "cpuset" in h.controllers:
+                    _inherit_cpuset(d)
+        except FileExistsError:
+            self._undo(made)
+            raise BadInput(
+                f"a cgroup named {self.dirname} already exists: choose another name, or remove it "
+                "with labkit cleanup."
+            ) from None
+        except BaseException:
+            self._undo(made)
+            raise
+
+    def _undo(self, made: list[Path]) -> None:
+        for d in reversed(made):
+            remove_dir(d, time.monotonic() + 1)
+
+    def remove(self, deadline: float) -> None:
+        for h, d in zip(self.hierarchies, self.dirs):
+            remove_dir(d, deadline)
+            try:
+                os.rmdir(h.parent)  # the shared labkit/ goes when its last cgroup does
+            except OSError:
+                pass  # another cgroup (perhaps another shell's) still lives there
+
+    # --- limits -----------------------------------------------------------------------------
+
+    def available_cpus(self) -> set[int]:
+        h = next((h for h in self.hierarchies if "cpuset" in h.controllers), None)
+        path = h.own_dir / "cpuset.effective_cpus" if h else Path("/sys/devices/system/cpu/online")
+        return parse_cpulist(read(path))
+
+    def limit_files(self) -> list[Path]:
+        names = [
+            ("memory", "memory.limit_in_bytes"),
+            ("memory", "memory.memsw.limit_in_bytes"),
+            ("memory", "memory.soft_limit_in_bytes"),
+            ("cpu", "cpu.cfs_quota_us"),
+            ("cpu", "cpu.cfs_period_us"),
+            ("cpu", "cpu.shares"),
+            ("pids", "pids.max"),
+            ("cpuset", "cpuset.cpus"),
+        ]
+        return [self._dir(c) / n for c, n in names if self._dir(c)]
+
+    def plan(self, limits: Limits) -> list[tuple[Path, str]]:
+        """The (file, value) writes that set *limits*, in an order the kernel accepts.
+
+        Memory goes last: shrinking it below what the group uses is the write the kernel may
+        refuse (EBUSY), and then the writes before it are put back.
+        """
+        writes: list[tuple[Path, str]] = []
+        if limits.cpus is not None:
+            quota = _UNLIMITED if limits.cpus == MAX else quota_us(limits.cpus)
+            writes.append((self._file("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US)))
+            writes.append((self._file("cpu", "cpu.cfs_quota_us"), str(quota)))
+        if limits.weight is not None:
+            writes.append((self._file("cpu", "cpu.shares"), str(weight_to_shares(limits.weight))))
+        if limits.pids is not None:
+            writes.append((self._file("pids", "pids.max"), str(limits.pids)))
+        if limits.cpuset is not None:
+            writes.append((self._file("cpuset", "cpuset.cpus"), limits.cpuset))
+        if limits.memory_high is not None:
+            soft = self._file("memory", "memory.soft_limit_in_bytes")
+            writes.append((soft, _v1(limits.memory_high)))
+        if limits.memory is not None or limits.swap is not None:
+            writes += self._plan_memory(limits)
+        return writes
+
+    def _plan_memory(self, limits: Limits) -> list[tuple[Path, str]]:
+        # v1 limits memory+swap together (memsw >= memory at all times), v2 swap alone. Keep the
+        # student's meaning: memsw = memory + swap, and a swap limit set before stays as it was.
+        mem_file = self._file("memory", "memory.limit_in_bytes")
+        memsw_file = mem_file.with_name("memory.memsw.limit_in_bytes")
+        if not mem_file.exists():
+            return [(mem_file, "")]  # reported as a missing controller by the caller
+        cur_mem = _number(read(mem_file))
+        mem = cur_mem if limits.memory is None else _number(limits.memory)
+        if not memsw_file.exists():
+            if limits.swap is not None:
+                raise MissingFeature(
+                    "this kernel does not account swap per cgroup, so a swap limit cannot hold: "
+                    "boot it with swapaccount=1, or leave swap out."
+                )
+            return [(mem_file, _v1(mem))]
+        cur_memsw = _number(read(memsw_file))
+        if limits.swap is not None:
+            swap = _number(limits.swap)
+        else:
+            swap = _HUGE if max(cur_mem, cur_memsw) >= _HUGE else cur_memsw - cur_mem
+        if mem >= _HUGE and swap < _HUGE:
+            raise BadInput(
+                "on cgroup v1 swap is limited as memory + swap, so a swap limit needs a memory "
+                "limit: give memory too (like memory='64M', swap='0')."
+            )
+        memsw = _HUGE if max(mem, swap) >= _HUGE else mem + swap
+        mem_write, memsw_write = (mem_file, _v1(mem)), (memsw_file, _v1(memsw))
+        # Raising memory above the current memsw is refused: raise memsw first then.
+        return [memsw_write, mem_write] if mem > cur_memsw else [mem_write, memsw_write]
+
+    # --- processes --------------------------------------------------------------------------
+
+    def procs_files(self) -> list[Path]:
+        return [d / "cgroup.procs" for d in self.dirs]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for procs in self.procs_files():
+            try:
+                found.update(int(line) for line in read(procs).split())
+            except FileNotFoundError:
+                pass
+        return found
+
+    def freeze(self, timeout: float) -> None:
+        state = self._file("freezer", "freezer.state")
+        write(state, "FROZEN")
+        deadline = time.monotonic() + timeout
+        # FREEZING while tasks are still being stopped, then FROZEN.
+        while read(state) != "FROZEN":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{state} did not reach FROZEN within {timeout} s.")
+            time.sleep(0.005)
+
+    def thaw(self) -> None:
+        write(self._file("freezer", "freezer.state"), "THAWED")
+
+    def kill(self) -> None:
+        """Freeze (so nothing can fork meanwhile), SIGKILL every process, thaw so they die."""
+        frozen = self._dir("freezer") is not None and self._dir("freezer").is_dir()
+        if frozen:
+            try:
+                self.freeze(1.0)
+            except TimeoutError:
+                pass  # a task in uninterruptible sleep: kill the rest anyway
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if frozen:
+            self.thaw()  # a frozen task handles its SIGKILL only once it runs again
+
+    # --- counters ---------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        memory, cpu = self._dir("memory"), self._dir("cpu")
+        cpuacct, pids, freezer = self._dir("cpuacct"), self._dir("pids"), self._dir("freezer")
+        cpu_stat = keyed(read(cpu / "cpu.stat")) if cpu else {}
+        oom = keyed(read(memory / "memory.oom_control")) if memory else {}
+        events = keyed(read(pids / "pids.events")) if pids else {}
+        return Stats(
+            memory_current=int(read(memory / "memory.usage_in_bytes")) if memory else 0,
+            memory_peak=int(read(memory / "memory.max_usage_in_bytes")) if memory else None,
+            oom_kills=int(oom.get("oom_kill", 0)),
+            cpu_usage_us=int(read(cpuacct / "cpuacct.usage")) // 1000 if cpuacct else 0,
+            cpu_periods=int(cpu_stat.get("nr_periods", 0)),
+            cpu_throttled=int(cpu_stat.get("nr_throttled", 0)),
+            cpu_throttled_us=int(cpu_stat.get("throttled_time", 0)) // 1000,
+            pids_current=int(read(pids / "pids.current")) if pids else len(self.pids()),
+            pids_refused=int(events.get("max", 0)),
+            frozen=bool(freezer) and read(freezer / "freezer.state") == "FROZEN",
+            pressure=_pressure(self._dir("")),
+        )
+
+
+def _pressure(unified: Path | None) -> dict[str, Pressure]:
+    """PSI from the cgroup's twin in the hybrid cgroup2 hierarchy, if the kernel has PSI."""
+    found = {}
+    for resource in ("cpu", "memory", "io"):
+        try:
+            found[resource] = Pressure.parse(read(unified / f"{resource}.pressure"))
+        except (OSError, TypeError):
+            pass  # no cgroup2 twin (pure v1) or a kernel without PSI (psi=0)
+    return found
+
+
+def _inherit_cpuset(d: Path) -> None:
+    """A new v1 cpuset cgroup starts with no CPUs and no memory nodes: no task could join it.
+
+    Copy its parent's, as runc does (v1 cpuset has no inheritance; v2 has effective sets).
+    """
+    for name in ("cpuset.cpus", "cpuset.mems"):
+        if not read(d / name):
+            write(d / name, read(d.parent / name))
+
+
+def _number(value: int | str) -> int:
+    """Bytes, with "no limit" as a number larger than any real limit (comparable with <)."""
+    if value == MAX:
+        return _HUGE
+    return min(int(value), _HUGE)
+
+
+def _v1(value: int | str) -> str:
+    return str(_UNLIMITED) if value == MAX or int(value) >= _HUGE else str(value)

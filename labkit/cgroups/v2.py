@@ -1,0 +1,202 @@
+"""The cgroup v2 backend: one directory in the unified hierarchy holds every controller's files.
+
+Two rules shape v2 (``Documentation/admin-guide/cgroup-v2.rst``):
+
+- **Top-down**: a controller's files appear in a cgroup only if its parent lists the controller
+  in ``cgroup.subtree_control``. labkit enables memory, cpu, pids and cpuset for ``labkit/``
+  in the caller's cgroup, then for ``labkit-<name>`` in ``labkit/``.
+- **No internal processes**: a cgroup (other than the root) that enables controllers for its
+  children may hold no processes itself. ``labkit/`` never holds any; the caller's own cgroup
+  must be the root or hold no processes, else labkit says how to make a leaf for the shell.
+
+Files: ``memory.max``, ``memory.swap.max``, ``memory.high``, ``memory.peak``, ``memory.events``
+(oom_kill), ``cpu.max`` ("QUOTA PERIOD"), ``cpu.weight``, ``cpu.stat``, ``pids.max``,
+``pids.events``, ``cpuset.cpus``, ``cgroup.freeze`` with ``cgroup.events``, ``cgroup.kill``,
+and the pressure files ``cpu.pressure``, ``memory.pressure``, ``io.pressure``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from ..errors import BadInput, MissingFeature
+from . import cgroup as files
+from .cgroup import Pressure, Stats, keyed, read, write
+from .layout import Layout
+from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us
+
+CONTROLLERS = ("cpuset", "cpu", "memory", "pids")  # the ones labkit enables, when available
+
+
+class Backend:
+    """A v2 cgroup: ``<own cgroup>/labkit/<dirname>`` in the unified hierarchy."""
+
+    def __init__(self, dirname: str, layout: Layout):
+        self.dirname = dirname
+        self.hierarchy = layout.hierarchy("")
+        if self.hierarchy is None:
+            raise MissingFeature(
+                "this host has no cgroup2 hierarchy: mount it with "
+                "mount -t cgroup2 none /sys/fs/cgroup."
+            )
+        self.dir = self.hierarchy.parent / dirname
+        self.dirs = [self.dir]
+
+    # --- making and removing ----------------------------------------------------------------
+
+    def create(self) -> None:
+        """Enable the controllers top-down, then mkdir the cgroup."""
+        own, parent = self.hierarchy.own_dir, self.hierarchy.parent
+        wanted = [c for c in CONTROLLERS if c in read(own / "cgroup.controllers").split()]
+        self._enable(own, wanted)
+        for attempt in range(3):
+            if not parent.is_dir():
+                try:
+                    files.make_dir(parent)
+                except FileExistsError:
+                    pass  # another shell made it meanwhile
+            self._enable(parent, wanted)
+            try:
+                files.make_dir(self.dir)
+                return
+            except FileExistsError:
+                raise BadInput(
+                    f"a cgroup named {self.dirname} already exists: choose another name, or "
+                    "remove it with labkit cleanup."
+                ) from None
+            except FileNotFoundError:
+                if attempt == 2:  # another shell's cleanup removed labkit/ meanwhile
+                    raise
+
+    def _enable(self, cgroup: Path, controllers: list[str]) -> None:
+        """Write "+memory +cpu ..." to cgroup.subtree_control for those not enabled yet."""
+        missing = [
+            c for c in controllers if c not in read(cgroup / "cgroup.subtree_control").split()
+        ]
+        if not missing:
+            return
+        is_root = cgroup == self.hierarchy.mount
+        if not is_root and read(cgroup / "cgroup.procs"):
+            raise MissingFeature(
+                f"cgroup v2 allows no processes in {cgroup} once it enables controllers for "
+                "children, and it holds some (this shell among them): start labkit from a leaf, "
+                f"e.g. mkdir {cgroup}/shell && echo $$ > {cgroup}/shell/cgroup.procs."
+            )
+        write(cgroup / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+
+    def remove(self, deadline: float) -> None:
+        files.remove_dir(self.dir, deadline)
+        try:
+            os.rmdir(self.hierarchy.parent)  # the shared labkit/ goes with its last cgroup
+        except OSError:
+            pass  # another cgroup (perhaps another shell's) still lives there
+
+    # --- limits -----------------------------------------------------------------------------
+
+    def available_cpus(self) -> set[int]:
+        path = self.hierarchy.own_dir / "cpuset.cpus.effective"
+        if not path.exists():
+            path = Path("/sys/devices/system/cpu/online")
+        return parse_cpulist(read(path))
+
+    def limit_files(self) -> list[Path]:
+        names = ("memory.max", "memory.swap.max", "memory.high", "cpu.max", "cpu.weight",
+                 "pids.max", "cpuset.cpus")  # fmt: skip
+        return [self.dir / n for n in names]
+
+    def plan(self, limits: Limits) -> list[tuple[Path, str]]:
+        """The (file, value) writes that set *limits*; v2's files are independent of each other.
+
+        Memory goes last: a memory.max below what the group uses makes the kernel reclaim, and
+        OOM-kill if it cannot, at once; everything else should be in place by then.
+        """
+        d, writes = self.dir, []
+        if limits.cpus is not None:
+            quota = MAX if limits.cpus == MAX else str(quota_us(limits.cpus))
+            writes.append((d / "cpu.max", f"{quota} {CPU_PERIOD_US}"))
+        if limits.weight is not None:
+            writes.append((d / "cpu.weight", str(limits.weight)))
+        if limits.pids is not None:
+            writes.append((d / "pids.max", str(limits.pids)))
+        if limits.cpuset is not None:
+            writes.append((d / "cpuset.cpus", limits.cpuset))
+        if limits.memory_high is not None:
+            writes.append((d / "memory.high", str(limits.memory_high)))
+        if limits.swap is not None:
+            writes.append((d / "memory.swap.max", str(limits.swap)))
+        if limits.memory is not None:
+            writes.append((d / "memory.max", str(limits.memory)))
+        return writes
+
+    # --- processes --------------------------------------------------------------------------
+
+    def procs_files(self) -> list[Path]:
+        return [self.dir / "cgroup.procs"]
+
+    def pids(self) -> set[int]:
+        try:
+            return {int(line) for line in read(self.dir / "cgroup.procs").split()}
+        except FileNotFoundError:
+            return set()
+
+    def freeze(self, timeout: float) -> None:
+        write(self.dir / "cgroup.freeze", "1")
+        deadline = time.monotonic() + timeout
+        # cgroup.freeze is the request; cgroup.events says "frozen 1" once every task stopped.
+        while keyed(read(self.dir / "cgroup.events")).get("frozen") != "1":
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.dir}/cgroup.events did not report frozen within {timeout} s."
+                )
+            time.sleep(0.005)
+
+    def thaw(self) -> None:
+        write(self.dir / "cgroup.freeze", "0")
+
+    def kill(self) -> None:
+        """cgroup.kill (5.14+) SIGKILLs every task at once, new forks included; else one by one."""
+        if (self.dir / "cgroup.kill").exists():
+            write(self.dir / "cgroup.kill", "1")
+            return
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # --- counters ---------------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        d = self.dir
+
+        def optional(name: str) -> str | None:
+            try:
+                return read(d / name)
+            except FileNotFoundError:
+                return None
+
+        cpu = keyed(read(d / "cpu.stat"))
+        peak = optional("memory.peak")  # kernel 5.19+
+        memory_events = keyed(optional("memory.events") or "")
+        pids_events = keyed(optional("pids.events") or "")
+        pressure = {}
+        for resource in ("cpu", "memory", "io"):
+            text = optional(f"{resource}.pressure")
+            if text:
+                pressure[resource] = Pressure.parse(text)
+        return Stats(
+            memory_current=int(optional("memory.current") or 0),
+            memory_peak=int(peak) if peak is not None else None,
+            oom_kills=int(memory_events.get("oom_kill", 0)),
+            cpu_usage_us=int(cpu.get("usage_usec", 0)),
+            cpu_periods=int(cpu.get("nr_periods", 0)),
+            cpu_throttled=int(cpu.get("nr_throttled", 0)),
+            cpu_throttled_us=int(cpu.get("throttled_usec", 0)),
+            pids_current=int(optional("pids.current") or len(self.pids())),
+            pids_refused=int(pids_events.get("max", 0)),
+            frozen=keyed(read(d / "cgroup.events")).get("frozen") == "1",
+            pressure=pressure,
+        )
