@@ -264,7 +264,7 @@ def test_layout_parsing_of_proc_files():
         "32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
     )
     mounts = layout_mod.cgroup_mounts(mountinfo)
-    assert [(m[0], m[3]) for m in mounts] == [
+    assert [(m.fstype, layout_mod.controllers_of(m)) for m in mounts] == [
         ("cgroup2", ()),
         ("cgroup", ("memory",)),
         ("cgroup", ("cpu", "cpuacct")),

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import mountinfo
 from .. import sys as ksys
 
 ROOT = Path("/sys/fs/cgroup")
@@ -65,21 +66,21 @@ class Layout:
         return None
 
 
-def _is_fs(path: Path, magic: int) -> bool:
-    try:
-        return ksys.statfs(str(path)) == magic
-    except OSError:
-        return False
-
-
-def detect_mode(root: Path = ROOT) -> str:
+def detect_mode(root: Path = ROOT, fs_type=ksys.statfs) -> str:
     """Ask the kernel which filesystem is at *root* (statfs), as systemd and runc do.
 
     cgroup2 there means v2; else cgroup2 at root/unified means hybrid; else v1.
     """
-    if _is_fs(root, ksys.CGROUP2_SUPER_MAGIC):
+
+    def is_cgroup2(path: Path) -> bool:
+        try:
+            return fs_type(str(path)) == ksys.CGROUP2_SUPER_MAGIC
+        except OSError:
+            return False
+
+    if is_cgroup2(root):
         return "v2"
-    if _is_fs(root / "unified", ksys.CGROUP2_SUPER_MAGIC):
+    if is_cgroup2(root / "unified"):
         return "hybrid"
     return "v1"
 
@@ -100,18 +101,14 @@ def own_cgroups(proc_cgroup: str) -> dict[str, str]:
     return found
 
 
-def cgroup_mounts(mountinfo: str) -> list[tuple[str, Path, str, tuple[str, ...]]]:
-    """(fstype, mount point, root, controllers) of each cgroup mount in /proc/PID/mountinfo."""
-    found = []
-    for line in mountinfo.splitlines():
-        # id parent dev root point options [optional...] - fstype source super-options
-        left, _, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        controllers = tuple(o for o in tail[2].split(",") if o in V1_CONTROLLERS)
-        found.append((tail[0], Path(fields[4]), fields[3], controllers))
-    return found
+def cgroup_mounts(text: str) -> list[mountinfo.Mount]:
+    """The cgroup (v1) and cgroup2 mounts in the text of /proc/PID/mountinfo."""
+    return [m for m in mountinfo.parse(text) if m.fstype in ("cgroup", "cgroup2")]
+
+
+def controllers_of(mount: mountinfo.Mount) -> tuple[str, ...]:
+    """The v1 controllers a cgroup mount holds, from its super options ("rw,cpu,cpuacct")."""
+    return tuple(o for o in mount.super_options if o in V1_CONTROLLERS)
 
 
 def _relative(path: str, root: str) -> str:
@@ -126,15 +123,16 @@ def detect(root: Path = ROOT, proc: Path = Path("/proc/self")) -> Layout:
     mode = detect_mode(root)
     own = own_cgroups((proc / "cgroup").read_text())
     hierarchies = []
-    for fstype, point, mount_root, controllers in cgroup_mounts((proc / "mountinfo").read_text()):
-        if fstype == "cgroup" and controllers and controllers[0] in own:
+    for mount in cgroup_mounts((proc / "mountinfo").read_text()):
+        point, controllers = Path(mount.point), controllers_of(mount)
+        if mount.fstype == "cgroup" and controllers and controllers[0] in own:
             hierarchies.append(
-                Hierarchy(controllers, point, _relative(own[controllers[0]], mount_root))
+                Hierarchy(controllers, point, _relative(own[controllers[0]], mount.root))
             )
-        elif fstype == "cgroup2" and "" in own and mode != "v1":
+        elif mount.fstype == "cgroup2" and "" in own and mode != "v1":
             if mode == "v2" and point != root:
                 continue  # a second cgroup2 mount (a container's view): use the host's one
-            hierarchies.append(Hierarchy((), point, _relative(own[""], mount_root)))
+            hierarchies.append(Hierarchy((), point, _relative(own[""], mount.root)))
     seen: set[Path] = set()
     unique = [h for h in hierarchies if not (h.mount in seen or seen.add(h.mount))]
     return Layout(mode, tuple(unique))

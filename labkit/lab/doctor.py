@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import mountinfo, rootfs
+from ..cgroups import layout
 from .. import sys as ksys
 from ..namespaces import KINDS
 
@@ -275,37 +276,13 @@ def check_unprivileged_userns(host: Host) -> Check:
 # --- cgroups -------------------------------------------------------------------------------------
 
 
-@dataclass
-class CgroupMount:
-    """One cgroup hierarchy in /proc/self/mountinfo."""
-
-    point: str  # where it is mounted
-    root: str  # which cgroup of the hierarchy is at the mount point (usually /)
-    fstype: str  # cgroup (v1) or cgroup2
-    options: list[str]  # super options: the v1 controllers, e.g. ["rw", "memory"]
-    read_only: bool  # mounted ro (as in many containers): no cgroups can be made there
-
-
-def cgroup_mounts(host: Host) -> list[CgroupMount]:
-    return [
-        CgroupMount(m.point, m.root, m.fstype, list(m.super_options), m.read_only)
-        for m in mountinfo.parse(host.read("/proc/self/mountinfo") or "")
-        if m.fstype in ("cgroup", "cgroup2")
-    ]
+def cgroup_mounts(host: Host) -> list[mountinfo.Mount]:
+    return layout.cgroup_mounts(host.read("/proc/self/mountinfo") or "")
 
 
 def own_cgroups(host: Host) -> dict[str, str]:
-    """This process's cgroup in each hierarchy, from /proc/self/cgroup: {"memory": path, ...}.
-
-    A v1 line reads ``4:memory:/path`` (controllers joined by commas); the v2 line reads
-    ``0::/path`` and is returned under the key "".
-    """
-    found = {}
-    for line in (host.read("/proc/self/cgroup") or "").splitlines():
-        _id, controllers, path = line.split(":", 2)
-        for controller in controllers.split(",") if controllers else [""]:
-            found[controller] = path
-    return found
+    """This process's cgroup in each hierarchy: {"memory": path, ..., "": the v2 path}."""
+    return layout.own_cgroups(host.read("/proc/self/cgroup") or "")
 
 
 def cgroup_layout(host: Host) -> str:
@@ -313,20 +290,10 @@ def cgroup_layout(host: Host) -> str:
 
     Decided by the filesystem magic number (statfs f_type) of /sys/fs/cgroup, as systemd does.
     """
-
-    def is_fs(path: str, magic: int) -> bool:
-        try:
-            return host.fs_type(str(host.path(path))) == magic
-        except OSError:
-            return False
-
-    if is_fs("/sys/fs/cgroup", ksys.CGROUP2_SUPER_MAGIC):
-        return "v2"
-    if is_fs("/sys/fs/cgroup/unified", ksys.CGROUP2_SUPER_MAGIC):
-        return "hybrid"
-    if any(m.fstype == "cgroup" for m in cgroup_mounts(host)):
-        return "v1"
-    return "none"
+    mode = layout.detect_mode(host.path("/sys/fs/cgroup"), host.fs_type)
+    if mode == "v1" and not any(m.fstype == "cgroup" for m in cgroup_mounts(host)):
+        return "none"
+    return mode
 
 
 def check_cgroup_layout(host: Host) -> Check:
@@ -347,7 +314,7 @@ def check_cgroup_layout(host: Host) -> Check:
     return Check("cgroups", OK, summary[layout], details={"layout": layout})
 
 
-def _below(mount: CgroupMount, path: str) -> str | None:
+def _below(mount: mountinfo.Mount, path: str) -> str | None:
     """The directory of cgroup *path* in *mount*, or None if that hierarchy is mounted read-only."""
     if mount.read_only:
         return None
@@ -372,7 +339,7 @@ def controller_dirs(host: Host) -> dict[str, str | None]:
         v2_has.add("freezer")
     found: dict[str, str | None] = {}
     for controller in CONTROLLERS:
-        v1 = next((m for m in mounts if m.fstype == "cgroup" and controller in m.options), None)
+        v1 = next((m for m in mounts if m.fstype == "cgroup" and controller in m.super_options), None)
         if v1 is not None and controller in own:
             found[controller] = _below(v1, own[controller])
         elif controller in v2_has:
