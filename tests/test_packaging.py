@@ -25,8 +25,9 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     conda = {}
     dependencies = (ROOT / "environment.yml").read_text().split("dependencies:", 1)[1]
     for line in dependencies.splitlines():
-        item = re.match(r"^  - ([A-Za-z0-9_.-]+)(.*)$", line)
-        if item and item.group(1) not in ("pip", "python"):
+        line = line.split("#")[0].rstrip()
+        item = re.match(r"^(?:  |      )- ([A-Za-z0-9_.-]+)(.*)$", line)
+        if item and item.group(1) not in ("pip", "python", "-e"):
             name, spec = _name_and_spec(item.group(1) + item.group(2))
             conda[name] = spec
     assert conda == dict(_name_and_spec(r) for r in wanted)
