@@ -10,6 +10,7 @@ the outside in: processes first, then what they used.
 from __future__ import annotations
 
 import shutil
+
 from . import mountinfo
 from . import sys as ksys
 from .errors import require_root

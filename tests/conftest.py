@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -61,3 +62,27 @@ def run_as_nobody(code: str) -> subprocess.CompletedProcess:
         timeout=60,
         env={"PYTHONPATH": root, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"},
     )
+
+
+def wait_until(predicate, seconds: float = 5.0) -> bool:
+    """Poll *predicate* every 20 ms until it holds or *seconds* pass; its last answer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def process_state(pid: int) -> str:
+    """The state letter of *pid* in /proc/PID/stat (R, S, Z, ...), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for its parent to reap it."""
+    return process_state(pid) in ("Z", "gone")

@@ -21,6 +21,8 @@ from labkit import cleanup
 from labkit.cgroups import Cgroup, detect, detect_mode, leftovers, units
 from labkit.errors import BadInput
 
+from .conftest import dead, wait_until
+
 PY = sys.executable
 MiB = 1 << 20
 
@@ -41,24 +43,6 @@ def box(state_dir):
         cgroup.remove()
     assert leftovers() == []
     assert not any(c.exists for c in made)
-
-
-def dead(pid: int) -> bool:
-    """Gone, or a zombie waiting for its parent to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def wait_for(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def cpu_share(cgroup: Cgroup, seconds: float) -> float:
@@ -175,14 +159,14 @@ def test_freeze_stops_the_group_and_thaw_resumes_it(box):
 def test_kill_and_remove_with_processes_running(box):
     cgroup = box("kill")
     proc = cgroup.start(["sh", "-c", "sleep 30 & sleep 30 & sleep 30 & wait"])
-    assert wait_for(lambda: len(cgroup.pids()) == 4)
+    assert wait_until(lambda: len(cgroup.pids()) == 4)
     pids = cgroup.pids()
     cgroup.kill()
     assert cgroup.pids() == []
     assert proc.wait(timeout=5) == -9
     assert all(dead(p) for p in pids)
     cgroup.start(["sleep", "30"])
-    assert wait_for(lambda: len(cgroup.pids()) == 1)
+    assert wait_until(lambda: len(cgroup.pids()) == 1)
     cgroup.remove()
     assert not cgroup.exists
     assert all(not d.exists() for d in cgroup.dirs)
@@ -333,7 +317,7 @@ def test_cleanup_removes_the_cgroups_of_a_crashed_owner(state_dir):
         cleanup.cleanup()
         assert leftovers() == []
         assert not Cgroup(f"t{os.getpid()}-crash").exists
-        assert wait_for(lambda: dead(sleeper))
+        assert wait_until(lambda: dead(sleeper))
     finally:
         owner.kill()
         owner.wait()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 from labkit import cleanup, namespaces
+
+from .conftest import dead, wait_until
 
 
 def start_owner(state_dir):
@@ -26,19 +27,6 @@ def start_owner(state_dir):
     return owner, int(owner.stdout.readline())
 
 
-def gone(pid: int, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True  # dead, waiting for its parent to reap it
-        except FileNotFoundError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_cleanup_kills_running_helpers_and_releases_kept_namespaces(state_dir):
     owner, relay = start_owner(state_dir)
     try:
@@ -47,7 +35,7 @@ def test_cleanup_kills_running_helpers_and_releases_kept_namespaces(state_dir):
         assert f"process: {relay} (labkit namespace helper)" in found
         assert any(line.startswith("mount: ") for line in found)
         assert cleanup.cleanup() == found
-        assert gone(relay)
+        assert wait_until(lambda: dead(relay))
         assert cleanup.leftovers() == []
         assert not state_dir.exists()
         assert str(state_dir) not in open("/proc/self/mountinfo").read()
@@ -60,7 +48,7 @@ def test_cleanup_after_the_owner_crashed(state_dir):
     owner, relay = start_owner(state_dir)
     owner.kill()  # the crash: its helper dies with it (PR_SET_PDEATHSIG), the mounts stay
     owner.wait()
-    assert gone(relay)
+    assert wait_until(lambda: dead(relay))
     assert cleanup.leftovers()[0] == "namespaces: crashed (mnt uts ipc pid)"
     cleanup.cleanup()
     assert cleanup.leftovers() == []

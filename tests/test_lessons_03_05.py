@@ -11,9 +11,8 @@ import signal
 
 import pytest
 
-from labkit import mountinfo
+from labkit import mountinfo, rootfs
 from labkit import namespaces as ns
-from labkit import rootfs
 from labkit.errors import BadInput
 from labkit.lab import checks, escape, proctree, userns
 

@@ -15,7 +15,7 @@ from labkit import namespaces as ns
 from labkit import sys as ksys
 from labkit.errors import BadInput, NotRoot
 
-from .conftest import run_as_nobody
+from .conftest import process_state, run_as_nobody, wait_until
 
 
 def sh(script: str, kinds, **options) -> ns.Result:
@@ -33,15 +33,6 @@ def ns_members(kind: str, inode: int) -> list[int]:
             except OSError:
                 pass
     return found
-
-
-def wait_until(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 # --- the kinds ----------------------------------------------------------------------------------
@@ -110,12 +101,7 @@ def test_killing_pid_1_ends_every_process_in_the_namespace():
 
 
 def zombies_in(pid_ns_inode: int) -> list[int]:
-    def state(pid):
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return "gone"
-    return [p for p in ns_members("pid", pid_ns_inode) if state(p) == "Z"]
+    return [p for p in ns_members("pid", pid_ns_inode) if process_state(p) == "Z"]
 
 
 @pytest.mark.parametrize("init", [False, True])

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import mountinfo, rootfs
-from ..cgroups import layout
 from .. import sys as ksys
+from ..cgroups import layout
 from ..namespaces import KINDS
 
 OK, WARN, FAIL = "ok", "warn", "fail"
