@@ -253,6 +253,87 @@ def _add_net_commands(sub) -> None:
     net.set_defaults(func=_cmd_net)
 
 
+# --- cgroups -------------------------------------------------------------------------------------
+
+_LIMIT_FLAGS = ("memory", "swap", "memory_high", "cpus", "weight", "pids", "cpuset")
+
+
+def _limits_from(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in _LIMIT_FLAGS if getattr(args, k, None) is not None}
+
+
+def _cmd_cgroup(args: argparse.Namespace) -> int:
+    from .cgroups import Cgroup
+    from .cgroups import leftovers as cgroup_leftovers
+
+    if args.verb == "list":
+        for line in cgroup_leftovers():
+            print(line)
+        return 0
+    if args.verb == "create":
+        print(Cgroup.create(args.name, **_limits_from(args)))
+        return 0
+    if args.verb == "run":
+        if not args.command:
+            raise LabkitError("labkit cgroup run needs a command after '--', e.g. labkit cgroup run --memory 64M demo -- sleep 1")
+        box = Cgroup.create(args.name, **_limits_from(args))
+        try:
+            code = box.start(args.command).wait()
+            print(box.stats().summary(), file=sys.stderr)
+        finally:
+            box.remove()
+        return _exit_code(code)
+    box = Cgroup(args.name)
+    if not box.exists:
+        raise LabkitError(f"there is no cgroup labkit-{args.name}: list them with labkit cgroup list.")
+    if args.verb == "set":
+        box.set(**_limits_from(args))
+    elif args.verb == "stats":
+        print(box.stats().summary())
+    elif args.verb == "freeze":
+        box.freeze()
+    elif args.verb == "thaw":
+        box.thaw()
+    elif args.verb == "kill":
+        box.kill()
+    elif args.verb == "remove":
+        box.remove()
+    return 0
+
+
+def _add_cgroup_commands(sub) -> None:
+    cgroup = sub.add_parser("cgroup", help="control groups: limits, run a command in one, stats, freeze")
+    verbs = cgroup.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def limit_flags(p) -> None:
+        p.add_argument("--memory", help="hard memory limit, e.g. 64M")
+        p.add_argument("--swap", help="swap it may use on top of memory, e.g. 0")
+        p.add_argument("--memory-high", dest="memory_high", help="soft limit (v2 memory.high)")
+        p.add_argument("--cpus", help="CPU time per period as a number of CPUs, e.g. 0.5")
+        p.add_argument("--weight", help="share when CPUs are busy, 1..10000 (default 100)")
+        p.add_argument("--pids", help="most tasks (processes and threads)")
+        p.add_argument("--cpuset", help="CPUs allowed, e.g. 0-1")
+
+    p = verbs.add_parser("create", help="create labkit-NAME with limits")
+    p.add_argument("name")
+    limit_flags(p)
+    p = verbs.add_parser("set", help="change the limits of labkit-NAME")
+    p.add_argument("name")
+    limit_flags(p)
+    p = verbs.add_parser("run", help="run a command in a new cgroup labkit-NAME, print its stats, remove it",
+                         usage="labkit cgroup run [--memory 64M ...] NAME -- COMMAND [ARG...]")
+    limit_flags(p)  # before NAME: everything after NAME is the command
+    p.add_argument("name")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    for verb, text in [("stats", "print the kernel's counters"), ("freeze", "stop every task in it"),
+                       ("thaw", "let its tasks run again"), ("kill", "SIGKILL every task in it"),
+                       ("remove", "kill what runs in it and remove it")]:
+        p = verbs.add_parser(verb, help=f"labkit-NAME: {text}")
+        p.add_argument("name")
+    verbs.add_parser("list", help="list the labkit cgroups of this state directory")
+    cgroup.set_defaults(func=_cmd_cgroup)
+
+
 def _exit_code(returncode: int) -> int:
     # A command killed by signal N exits the way a shell reports it: 128 + N.
     return 128 - returncode if returncode < 0 else returncode
@@ -321,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_image_commands(sub)
     _add_net_commands(sub)
+    _add_cgroup_commands(sub)
     # Later lessons add their areas here (image, net, cgroup, ...).
     return parser
 

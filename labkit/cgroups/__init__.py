@@ -8,6 +8,7 @@ number of processes, which CPUs. Reading its other files gives the kernel's own 
 - ``units``: "64M", "0.5" CPUs, "0-1,3", checked before anything is written.
 - ``Cgroup`` (``cgroup.py``): the one class a student uses, on every layout.
 - ``v1`` and ``v2``: the two backends, the kernel's files behind the same methods.
+- ``sampler``: the counters recorded as time series while an experiment runs, for plots.
 
     from labkit.cgroups import Cgroup
     box = Cgroup.create("demo", memory="64M", cpus=0.5, pids=20)
@@ -17,6 +18,7 @@ number of processes, which CPUs. Reading its other files gives the kernel's own 
 
 from .cgroup import Cgroup, Pressure, Stats, leftovers, remove_leftovers
 from .layout import Layout, detect, detect_mode
+from .sampler import Sampler, Series
 from .units import MAX, Limits
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "Layout",
     "Limits",
     "Pressure",
+    "Sampler",
+    "Series",
     "Stats",
     "detect",
     "detect_mode",
