@@ -14,6 +14,8 @@ import pytest
 from labkit import namespaces as ns
 from labkit.lab import checks, doctor, plots
 
+from .conftest import wait_until
+
 matplotlib.use("Agg")
 
 SLEEP = ["sleep", "60"]
@@ -100,19 +102,8 @@ def test_message_queues_are_counted_per_ipc_namespace():
     host_before = checks.message_queues()
     script = "ipcmk -Q && ipcmk -Q && ipcmk -Q && exec sleep 60"
     with ns.spawn(["sh", "-c", script], ["ipc"], stdout=subprocess.DEVNULL) as proc:
-        assert _eventually(lambda: checks.message_queues(proc.pid) == 3)
+        assert wait_until(lambda: checks.message_queues(proc.pid) == 3)
         assert checks.message_queues() == host_before
-
-
-def _eventually(predicate, seconds: float = 5.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_host_sees_queues_needs_two_queues_inside_and_the_host_count():
