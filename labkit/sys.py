@@ -31,13 +31,21 @@ MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
 MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
 
 # umount2 flags.
 MNT_FORCE = 1
@@ -48,6 +56,10 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
 
 # pivot_root has no wrapper in glibc: it is called by number, which differs per architecture.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
@@ -139,6 +151,51 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     """Ask the kernel to change one attribute of the calling process (see ``man 2 prctl``)."""
     args = (ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5))
     return _check(_libc.prctl(ctypes.c_int(option), *args), f"prctl({option})")
+
+
+class _CapHeader(ctypes.Structure):
+    """``struct __user_cap_header_struct`` from <linux/capability.h>."""
+
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    """``struct __user_cap_data_struct``: one 32-bit word of each of the three sets."""
+
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+# Version 3 of the capability ABI: two _CapData words, so 64 capabilities per set.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """Ask the kernel for the (effective, permitted, inheritable) capability sets of *pid*."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), f"capget({pid})")
+    sets = ("effective", "permitted", "inheritable")
+    return tuple(getattr(data[0], s) | getattr(data[1], s) << 32 for s in sets)
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Ask the kernel to set the calling thread's three capability sets (bit masks).
+
+    The kernel refuses (EPERM) to add to *permitted* or to put in *effective* what is not
+    permitted: capabilities can only be given up.
+    """
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for word in (0, 1):
+        shift = 32 * word
+        data[word].effective = (effective >> shift) & 0xFFFFFFFF
+        data[word].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[word].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
 class _Statfs(ctypes.Structure):

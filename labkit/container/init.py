@@ -1,0 +1,73 @@
+"""The container's init child (labkit's ``runc init``): it runs the steps, then execs.
+
+``lifecycle.create`` starts this file as a fresh, single-threaded Python (``python -I -S``),
+puts it into the container's cgroup, and sends it the checked spec over the control pipe. This
+child then runs ``steps.STEPS`` in order. Messages on the status pipe, in pairs with the
+parent's answers:
+
+    child                               parent
+    -----------------------------------------------------------------------
+    "userns_ready"             -->      writes uid_map and gid_map
+                               <--      "maps_written"
+    "pid" (of PID 1, after the fork) -->  records it
+    "created" (all set up)     -->      writes the state, `create` returns
+    "error" (step, type, message) -->   undoes everything, raises ContainerError
+
+After "created" the child blocks on the exec FIFO until ``start``, then execs the process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run as a script: make the package importable without site-packages (-S keeps start-up fast).
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from labkit import _init  # noqa: E402
+from labkit.container.spec import Spec  # noqa: E402
+from labkit.container.steps import STEPS, Setup  # noqa: E402
+
+
+def fail(setup: Setup, step: str, error: BaseException) -> None:
+    """Send the failure, named by its step, to the parent (or to stderr once it has gone)."""
+    if isinstance(error, OSError):
+        message = error.strerror or str(error)
+        if error.filename is not None:
+            message = f"{message}: {os.fsdecode(error.filename)}"
+    else:
+        message = str(error) or type(error).__name__
+    if setup.channel is not None:
+        setup.channel.send("error", step=step, type=type(error).__name__,
+                           errno=getattr(error, "errno", None) or 0, message=message)
+    else:
+        os.write(2, f"labkit-runtime init: {step}: {message}\n".encode())
+    os._exit(1 if setup.channel is not None else 127)
+
+
+def main(status_fd: int, control_fd: int) -> None:
+    channel = _init.Channel(status_fd, control_fd)
+    os.set_inheritable(control_fd, False)
+    message = channel.receive()
+    spec = Spec.from_dict(message["config"], checked=False)
+    setup = Setup(spec, channel, message["fifo"], set(message["skip"]))
+    if spec.linux.seccomp is not None:
+        # Imported now: after pivot_root the library's files are out of reach.
+        sys.path.extend(message["extra_paths"])
+        import pyseccomp
+
+        setup.seccomp = pyseccomp
+    for step in STEPS:
+        if step.run is None or step.name in setup.skip:
+            continue
+        try:
+            step.run(setup)
+        except SystemExit:
+            raise
+        except BaseException as e:  # any failure, not only the kernel's, is named by its step
+            fail(setup, step.name, e)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))

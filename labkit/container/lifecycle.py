@@ -1,0 +1,448 @@
+"""A container's life cycle, in OCI's words: create, start, state, kill, delete.
+
+    create  the init child runs every set-up step, then waits on the exec FIFO   -> "created"
+    start   opens the FIFO: the init goes on and execs the process               -> "running"
+    kill    sends a signal to the container's PID 1; once it has exited         -> "stopped"
+    delete  removes what is left: the process (with force), cgroup, state
+
+The state directory (``<labkit state dir>/containers/<id>``, or below ``--root``) is the truth:
+``state.json`` there records the PID and when that process started, so any later process (a
+second ``labkit-runtime``, ``labkit cleanup`` after a crash) finds the container again, and a
+recycled PID is not mistaken for it. A created or running container is nobody's child and has
+no parent-death signal: it outlives the process that created it, as with runc.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import marshal
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import _init
+from ..cgroups import Cgroup
+from ..errors import BadInput, LabkitError, require_root
+from ..state import check_name, state_dir
+from . import steps as steps_mod
+from .spec import OCI_VERSION, Spec, load
+
+_INIT = Path(__file__).with_name("init.py")
+SETUP_TIMEOUT = 10.0  # seconds the init may take to set up before it is killed
+START_TIMEOUT = 5.0
+
+
+class ContainerError(LabkitError):
+    """A container cannot be created or driven; ``step`` names the set-up step that failed."""
+
+    def __init__(self, message: str, step: str | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+class NotFound(ContainerError):
+    """No container of that id is in the state directory."""
+
+
+def containers_root(root: str | os.PathLike | None = None) -> Path:
+    """Where containers' state directories are: *root* (``--root``), else below labkit's."""
+    return Path(root) if root is not None else state_dir() / "containers"
+
+
+@dataclass
+class Container:
+    """One container, as its state directory records it."""
+
+    id: str
+    dir: Path
+    record: dict
+
+    @property
+    def pid(self) -> int:
+        return self.record["pid"]
+
+    @property
+    def cgroup(self) -> Cgroup | None:
+        name = self.record.get("cgroup")
+        return Cgroup(name) if name else None
+
+    @property
+    def fifo(self) -> Path:
+        return self.dir / "exec.fifo"
+
+    def alive(self) -> bool:
+        """Whether the recorded process still runs (not a zombie, not a recycled PID)."""
+        stat = _proc_stat(self.pid)
+        return stat is not None and stat[0] != "Z" and stat[1] == self.record["start_time"]
+
+    @property
+    def status(self) -> str:
+        if not self.alive():
+            return "stopped"
+        return "created" if self.fifo.exists() else "running"
+
+    def state(self) -> dict:
+        """The OCI state: what `runc state` prints."""
+        status = self.status
+        out = {
+            "ociVersion": OCI_VERSION,
+            "id": self.id,
+            "pid": self.pid if status != "stopped" else 0,
+            "status": status,
+            "bundle": self.record["bundle"],
+            "rootfs": self.record["rootfs"],
+            "created": self.record["created"],
+            "owner": "",
+        }
+        if self.record.get("annotations"):
+            out["annotations"] = self.record["annotations"]
+        return out
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of *pid*, from /proc/PID/stat, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return fields[0], int(fields[19])  # field 3 is the state, field 22 starttime
+
+
+def get(container_id: str, root: str | os.PathLike | None = None) -> Container:
+    """The container *container_id* from its state directory; NotFound if there is none."""
+    d = containers_root(root) / check_name(container_id, "container id")
+    try:
+        record = json.loads((d / "state.json").read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound("container does not exist") from None
+    except (OSError, ValueError):
+        raise ContainerError(f"the state of container {container_id} in {d} is unreadable: "
+                             "remove it with labkit cleanup.") from None
+    return Container(container_id, d, record)
+
+
+def list_containers(root: str | os.PathLike | None = None) -> list[Container]:
+    """Every container with a state directory below *root*."""
+    base = containers_root(root)
+    found = []
+    if base.is_dir():
+        for entry in sorted(base.iterdir()):
+            try:
+                found.append(get(entry.name, root))
+            except (ContainerError, BadInput):
+                continue  # half-written by a create still running, or not a container
+    return found
+
+
+# --- create ---------------------------------------------------------------------------------------
+
+
+def create(
+    container_id: str,
+    bundle: str | os.PathLike = ".",
+    *,
+    spec: Spec | None = None,
+    root: str | os.PathLike | None = None,
+    pid_file: str | os.PathLike | None = None,
+    skip: list[str] | tuple[str, ...] = (),
+    stdin=None,
+    stdout=None,
+    stderr=None,
+) -> Container:
+    """Set up container *container_id* from *bundle* (or *spec*) and leave it "created".
+
+    Every step runs except those in *skip* (names from ``steps.NAMES``); the process waits for
+    ``start``. On any failure everything made so far is undone and ContainerError names the step.
+    """
+    require_root("creating a container")
+    check_name(container_id, "container id")
+    bundle = Path(bundle).absolute()
+    spec = spec if spec is not None else load(bundle)
+    if not os.path.isabs(spec.root.path):
+        spec.root.path = str(bundle / spec.root.path)
+    _check_skip(skip)
+    from .spec import resource_limits
+
+    limits = resource_limits(spec)
+    base = containers_root(root)
+    base.mkdir(parents=True, exist_ok=True)
+    d = base / container_id
+    try:
+        d.mkdir()
+    except FileExistsError:
+        raise ContainerError("container with given ID already exists") from None
+    cgroup = proc = None
+    pid = None
+    try:
+        os.mkfifo(d / "exec.fifo", 0o622)
+        if "join_cgroup" not in skip:
+            cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
+        proc, pid = _start_init(spec, d, cgroup, skip, stdin, stdout, stderr)
+        record = {
+            "id": container_id,
+            "pid": pid,
+            "start_time": _proc_stat(pid)[1],
+            "bundle": str(bundle),
+            "rootfs": spec.root.path,
+            "created": _now(),
+            "annotations": spec.annotations,
+            "cgroup": cgroup.name if cgroup else None,
+            "skipped": list(skip),
+        }
+        _write_atomic(d / "state.json", json.dumps(record))
+        if pid_file is not None:
+            _write_atomic(Path(pid_file).absolute(), str(pid))
+    except BaseException:
+        _undo(pid, proc, cgroup, d)
+        raise
+    return Container(container_id, d, record)
+
+
+def _check_skip(skip) -> None:
+    for name in skip:
+        if name not in steps_mod.NAMES:
+            raise BadInput(f"there is no set-up step {name!r}: choose from "
+                           f"{', '.join(steps_mod.NAMES)}.")
+        if name in steps_mod.REQUIRED:
+            raise BadInput(f"the step {name!r} cannot be left out: without it there is no "
+                           "container to start.")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _extra_paths(spec: Spec) -> list[str]:
+    """Where the init child finds pyseccomp: it starts without site-packages (-S)."""
+    if spec.linux.seccomp is None:
+        return []
+    from .spec import seccomp_library
+
+    return [os.path.dirname(seccomp_library().__file__)]
+
+
+def _start_init(spec, d, cgroup, skip, stdin, stdout, stderr) -> tuple[subprocess.Popen, int]:
+    """Start the init child, put it in the cgroup, and follow its set-up to "created"."""
+    status_r, status_w = os.pipe()
+    control_r, control_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(_INIT), str(status_w), str(control_r), str(d)],
+            pass_fds=(status_w, control_r),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            close_fds=True,
+        )
+    finally:
+        os.close(status_w)
+        os.close(control_r)
+    with os.fdopen(control_w, "wb", buffering=0) as control, \
+            os.fdopen(status_r, "rb", buffering=0) as status:
+        try:
+            if cgroup is not None:
+                # join_cgroup: before the child makes any namespace, so everything it makes
+                # and every process it forks is counted and limited from the start.
+                cgroup.add(proc.pid)
+            control.write(_init.frame({
+                "config": spec.to_dict(),
+                "fifo": str(d / "exec.fifo"),
+                "skip": list(skip),
+                "extra_paths": _extra_paths(spec),
+            }))
+            pid = _follow(proc, status, control, spec, skip)
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            raise
+    return proc, pid
+
+
+def _follow(proc, status, control, spec: Spec, skip) -> int:
+    """Read the child's messages until "created" (or exec); return the container's PID."""
+    deadline = time.monotonic() + SETUP_TIMEOUT
+    buffer, pid = b"", None
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([status], [], [], left)[0]:
+            if pid:
+                _kill(pid)
+            raise ContainerError(f"the container's init did not finish setting up within "
+                                 f"{SETUP_TIMEOUT:.0f} s and was killed.")
+        chunk = status.read(4096)
+        if not chunk:
+            break  # every copy closed: created (or exec'd, with wait_for_start left out)
+        buffer += chunk
+        while len(buffer) >= 4 and len(buffer) >= 4 + int.from_bytes(buffer[:4], "little"):
+            size = int.from_bytes(buffer[:4], "little")
+            event, buffer = marshal.loads(buffer[4 : 4 + size]), buffer[4 + size :]
+            if event["event"] == "userns_ready":
+                if "write_id_maps" not in skip:
+                    _write_id_maps(proc.pid, spec)
+                control.write(_init.frame({"event": "maps_written"}))
+            elif event["event"] == "pid":
+                pid = event["pid"]
+                proc.wait()  # the half that forked PID 1 exits at once
+            elif event["event"] == "created":
+                return pid
+            elif event["event"] == "error":
+                if pid:
+                    _kill(pid)
+                raise ContainerError(
+                    f"container set-up failed at step {event['step']}: {event['message']}"
+                    + ("" if event["type"] in ("OSError", "FileNotFoundError", "PermissionError")
+                       else f" ({event['type']})"), step=event["step"])
+    if pid is None:
+        proc.wait()
+        raise ContainerError(f"the container's init exited with status {proc.returncode} "
+                             "before it was set up (see its stderr).")
+    return pid
+
+
+def _write_id_maps(pid: int, spec: Spec) -> None:
+    """write_id_maps: how ids inside the new user namespace map onto ids outside."""
+    for name, maps in (("uid_map", spec.linux.uid_mappings), ("gid_map", spec.linux.gid_mappings)):
+        text = "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in maps)
+        Path(f"/proc/{pid}/{name}").write_text(text)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_dead(container: Container, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while container.alive():
+        if time.monotonic() > deadline:
+            raise ContainerError(f"container {container.id} (PID {container.pid}) is still there "
+                                 f"{timeout:g} s after SIGKILL: look for it in state D with ps.")
+        time.sleep(0.005)
+
+
+def _undo(pid, proc, cgroup, d: Path) -> None:
+    """Take back a half-made container: its process, its cgroup, its state directory."""
+    if pid:
+        _kill(pid)
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if cgroup is not None:
+        cgroup.remove()  # kills whatever is left in it, and waits until it is empty
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# --- start, kill, delete --------------------------------------------------------------------------
+
+
+def start(container_id: str, root: str | os.PathLike | None = None) -> Container:
+    """Let a created container exec its process: open the exec FIFO the init is blocked on."""
+    c = get(container_id, root)
+    status = c.status
+    if status == "running":
+        raise ContainerError("cannot start an already running container")
+    if status == "stopped":
+        raise ContainerError("cannot start a container that has stopped")
+    # Non-blocking, so a container that died meanwhile cannot hang us; the init's blocked open
+    # for writing completes now, and it writes one byte.
+    fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        ready = select.select([fd], [], [], START_TIMEOUT)[0]
+        data = os.read(fd, 1) if ready else b""
+    finally:
+        os.close(fd)
+    if data != b"0":
+        raise ContainerError(f"container {container_id} did not take the start signal within "
+                             f"{START_TIMEOUT:g} s (is its /proc missing?).")
+    c.fifo.unlink()
+    return c
+
+
+SIGNALS = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_")}
+
+
+def parse_signal(value: str | int) -> int:
+    """"KILL", "SIGKILL" or "9" -> 9, as `runc kill` accepts them."""
+    text = str(value).upper()
+    if text.isdigit() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    name = text if text.startswith("SIG") else "SIG" + text
+    if name in SIGNALS:
+        return int(SIGNALS[name])
+    raise BadInput(f"{value!r} is not a signal: give a name like TERM or KILL, or a number.")
+
+
+def kill(container_id: str, sig: str | int = "TERM", root: str | os.PathLike | None = None) -> None:
+    """Send *sig* to the container's PID 1 (with a PID namespace, SIGKILL ends all of it)."""
+    number = parse_signal(sig)
+    c = get(container_id, root)
+    if c.status == "stopped":
+        raise ContainerError("container not running")
+    os.kill(c.pid, number)
+
+
+def delete(container_id: str, force: bool = False, root: str | os.PathLike | None = None) -> None:
+    """Remove a stopped (or created) container; with *force*, kill a running one first."""
+    c = get(container_id, root)
+    status = c.status
+    if status == "running" and not force:
+        raise ContainerError(f"cannot delete container {container_id} that is not stopped: "
+                             f"{status}")
+    remove(c)
+
+
+def remove(c: Container) -> None:
+    """SIGKILL the container if it still runs, then remove its cgroup and state directory."""
+    if c.alive():
+        _kill(c.pid)
+        _wait_dead(c)
+    if c.cgroup is not None:
+        c.cgroup.remove()
+    shutil.rmtree(c.dir, ignore_errors=True)
+
+
+def wait(c: Container, timeout: float | None = None) -> int:
+    """Wait for a container this process is the (sub)reaper of; its exit code, as a shell's."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status = os.waitpid(c.pid, os.WNOHANG if deadline else 0)
+        if pid:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
+                else 128 + os.WTERMSIG(status)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"container {c.id} still runs after {timeout:g} s.")
+        time.sleep(0.005)
+
+
+# --- labkit cleanup -------------------------------------------------------------------------------
+
+
+def leftovers() -> list[str]:
+    """The containers in labkit's state directory, one line each."""
+    return [f"container: {c.id} ({c.status}, PID {c.pid})" for c in list_containers()]
+
+
+def remove_leftovers() -> None:
+    """Kill every container of labkit's state directory and remove its cgroup and state."""
+    for c in list_containers():
+        try:
+            remove(c)
+        except (OSError, LabkitError):
+            pass  # cleanup goes on; leftovers() still lists what could not be removed

@@ -1,0 +1,572 @@
+"""The container spec: OCI's ``config.json`` as dataclasses, loaded and checked.
+
+An OCI *bundle* is a directory with a ``config.json`` (what to run and how to isolate it) and a
+root filesystem. Each dataclass below is one object of that file, and each field one key: the
+field ``no_new_privileges`` is the key ``noNewPrivileges``. ``load(bundle)`` reads the file and
+checks it; ``Spec.to_dict()`` writes it back. Every problem found is one sentence that names the
+key by its JSON path (``process.user.uid must be an integer``), before anything is made.
+
+What labkit does not support is refused rather than ignored: a security setting silently dropped
+(an AppArmor profile, say) would leave a container less isolated than its author thinks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+from ..errors import BadInput, MissingFeature
+from . import capabilities
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class SpecError(BadInput):
+    """A config.json (or a Spec) that labkit cannot run; ``path`` is the offending JSON key."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path} {message}" if path else message)
+        self.path = path
+
+
+def _json(name: str, json_name: str | None = None):
+    """A field whose JSON key is not the camelCase of its name (``containerID``)."""
+    return {"json": json_name} if json_name else {}
+
+
+# --- the objects of config.json -------------------------------------------------------------------
+
+
+@dataclass
+class User:
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    umask: int | None = None
+
+
+@dataclass
+class Capabilities:
+    bounding: list[str] = field(default_factory=lambda: list(capabilities.DOCKER_DEFAULT))
+    effective: list[str] = field(default_factory=lambda: list(capabilities.DOCKER_DEFAULT))
+    inheritable: list[str] = field(default_factory=list)
+    permitted: list[str] = field(default_factory=lambda: list(capabilities.DOCKER_DEFAULT))
+    ambient: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rlimit:
+    type: str
+    hard: int
+    soft: int
+
+
+@dataclass
+class Process:
+    args: list[str]
+    env: list[str] = field(default_factory=lambda: [DEFAULT_PATH])
+    cwd: str = "/"
+    user: User = field(default_factory=User)
+    terminal: bool = False
+    capabilities: Capabilities | None = field(default_factory=Capabilities)
+    no_new_privileges: bool = False
+    rlimits: list[Rlimit] = field(default_factory=list)
+    oom_score_adj: int | None = None
+
+
+@dataclass
+class Root:
+    path: str = "rootfs"
+    readonly: bool = False
+
+
+@dataclass
+class Mount:
+    destination: str
+    type: str | None = None
+    source: str | None = None
+    options: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Namespace:
+    type: str
+    path: str | None = None
+
+
+@dataclass
+class IdMapping:
+    container_id: int = field(metadata=_json("container_id", "containerID"))
+    host_id: int = field(metadata=_json("host_id", "hostID"))
+    size: int
+
+
+@dataclass
+class Memory:
+    limit: int | None = None
+    swap: int | None = None  # memory + swap, as cgroup v1's memsw
+    reservation: int | None = None
+
+
+@dataclass
+class CPU:
+    shares: int | None = None
+    quota: int | None = None
+    period: int | None = None
+    cpus: str | None = None
+    mems: str | None = None
+
+
+@dataclass
+class Pids:
+    limit: int
+
+
+@dataclass
+class DeviceRule:
+    allow: bool
+    type: str | None = None
+    major: int | None = None
+    minor: int | None = None
+    access: str | None = None
+
+
+@dataclass
+class Resources:
+    memory: Memory | None = None
+    cpu: CPU | None = None
+    pids: Pids | None = None
+    # The device cgroup rules are read and kept, not enforced: labkit manages no devices
+    # controller (the default /dev holds only harmless devices either way).
+    devices: list[DeviceRule] = field(default_factory=list)
+
+
+@dataclass
+class Device:
+    path: str
+    type: str
+    major: int
+    minor: int
+    file_mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass
+class SeccompArg:
+    index: int
+    value: int
+    op: str
+    value_two: int = 0
+
+
+@dataclass
+class SyscallRule:
+    names: list[str]
+    action: str
+    errno_ret: int | None = None
+    args: list[SeccompArg] = field(default_factory=list)
+
+
+@dataclass
+class Seccomp:
+    default_action: str
+    default_errno_ret: int | None = None
+    architectures: list[str] = field(default_factory=list)
+    syscalls: list[SyscallRule] = field(default_factory=list)
+
+
+@dataclass
+class Linux:
+    namespaces: list[Namespace] = field(
+        default_factory=lambda: [Namespace(k) for k in ("pid", "network", "ipc", "uts", "mount")]
+    )
+    uid_mappings: list[IdMapping] = field(default_factory=list)
+    gid_mappings: list[IdMapping] = field(default_factory=list)
+    resources: Resources | None = None
+    masked_paths: list[str] = field(default_factory=lambda: list(MASKED_PATHS))
+    readonly_paths: list[str] = field(default_factory=lambda: list(READONLY_PATHS))
+    sysctl: dict[str, str] = field(default_factory=dict)
+    rootfs_propagation: str | None = None
+    devices: list[Device] = field(default_factory=list)
+    seccomp: Seccomp | None = None
+    cgroups_path: str | None = None
+
+
+@dataclass
+class Spec:
+    """One container, as config.json describes it (see ``load`` and ``to_dict``)."""
+
+    process: Process
+    root: Root = field(default_factory=Root)
+    hostname: str | None = None
+    mounts: list[Mount] = field(default_factory=lambda: default_mounts())
+    linux: Linux = field(default_factory=Linux)
+    annotations: dict[str, str] = field(default_factory=dict)
+    oci_version: str = OCI_VERSION
+
+    def to_dict(self) -> dict:
+        """The spec as config.json's object (keys as the OCI spec spells them)."""
+        return _dump(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: object, checked: bool = True) -> Spec:
+        """Check *data* (a parsed config.json) and build the spec; SpecError names the key.
+
+        checked=False skips the checks beyond the JSON types: the init child uses it for the
+        spec its parent has already checked.
+        """
+        spec = _load(cls, data, "")
+        if checked:
+            check(spec)
+        return spec
+
+    def namespace(self, kind: str) -> Namespace | None:
+        """The namespace entry of OCI type *kind* ("pid", "network", "mount"...), or None."""
+        return next((ns for ns in self.linux.namespaces if ns.type == kind), None)
+
+
+# What runc's `runc spec` and Docker hide from a container's /proc and /sys, and make read-only.
+MASKED_PATHS = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+def default_mounts() -> list[Mount]:
+    """The mounts of ``runc spec``: /proc, a small /dev with pts, shm and mqueue, /sys read-only."""
+    return [
+        Mount("/proc", "proc", "proc"),
+        Mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        Mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        ),
+        Mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        Mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
+        Mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
+    ]
+
+
+# --- JSON <-> dataclasses -------------------------------------------------------------------------
+
+
+def _key(f) -> str:
+    if "json" in f.metadata:
+        return f.metadata["json"]
+    head, *rest = f.name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _describe(hint) -> str:
+    if is_dataclass(hint):
+        return "an object"
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "an object of strings"
+    return {int: "an integer", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _load(hint, value, path: str):
+    """Check *value* against the type *hint* and convert it; the first problem raises."""
+    if isinstance(hint, (types.UnionType,)) or typing.get_origin(hint) is typing.Union:
+        options = [h for h in typing.get_args(hint) if h is not type(None)]
+        if value is None:
+            return None
+        return _load(options[0], value, path)
+    if is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise SpecError(path or "config.json", "must be a JSON object.")
+        hints = typing.get_type_hints(hint)
+        known = {_key(f): f for f in fields(hint)}
+        for key in value:
+            if key not in known:
+                where = f"{path}.{key}" if path else key
+                raise SpecError(where, "is not supported by labkit: remove it from config.json.")
+        kwargs = {}
+        for key, f in known.items():
+            where = f"{path}.{key}" if path else key
+            if key in value:
+                kwargs[f.name] = _load(hints[f.name], value[key], where)
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise SpecError(where, "is required.")
+        return hint(**kwargs)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise SpecError(path, f"must be a list, not {json.dumps(value)[:40]}.")
+        (item,) = typing.get_args(hint)
+        return [_load(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise SpecError(path, "must be an object whose values are strings.")
+        return dict(value)
+    ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    if not ok:
+        raise SpecError(path, f"must be {_describe(hint)}, not {json.dumps(value)[:40]}.")
+    return value
+
+
+def _dump(value):
+    if is_dataclass(value):
+        out = {}
+        for f in fields(value):
+            item = getattr(value, f.name)
+            if item is None or item == [] and f.name not in ("args",) or item == {}:
+                continue  # leave out what is unset, as runc's own spec does
+            out[_key(f)] = _dump(item)
+        return out
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+# --- what the types alone cannot say --------------------------------------------------------------
+
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable")
+RLIMITS = (
+    "RLIMIT_CPU RLIMIT_FSIZE RLIMIT_DATA RLIMIT_STACK RLIMIT_CORE RLIMIT_RSS RLIMIT_NPROC "
+    "RLIMIT_NOFILE RLIMIT_MEMLOCK RLIMIT_AS RLIMIT_LOCKS RLIMIT_SIGPENDING RLIMIT_MSGQUEUE "
+    "RLIMIT_NICE RLIMIT_RTPRIO RLIMIT_RTTIME"
+).split()  # in the kernel's order: the index is the resource number
+SECCOMP_ACTIONS = (
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_TRAP",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_LOG",
+)
+SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
+               "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
+# Sysctls that belong to a namespace, so setting them inside cannot change the host (runc's list).
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def check(spec: Spec) -> None:
+    """Check what the JSON types cannot: names, paths, ranges, and combinations."""
+    p = spec.process
+    if not p.args or not all(p.args):
+        raise SpecError("process.args", "must name the program to run, e.g. [\"sh\"].")
+    if not p.cwd.startswith("/"):
+        raise SpecError("process.cwd", f"must be an absolute path, not {p.cwd!r}.")
+    for i, entry in enumerate(p.env):
+        if "=" not in entry or entry.startswith("="):
+            raise SpecError(f"process.env[{i}]", f"must be NAME=VALUE, not {entry!r}.")
+    if p.terminal:
+        raise SpecError("process.terminal", "is true, but labkit-runtime has no console socket "
+                        "support yet: set it to false and give the container files or pipes.")
+    for name in ("uid", "gid"):
+        if not 0 <= getattr(p.user, name) < 2**32 - 1:
+            raise SpecError(f"process.user.{name}", "must be between 0 and 4294967294.")
+    if p.capabilities:
+        for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+            for i, name in enumerate(getattr(p.capabilities, kind)):
+                if name not in capabilities.NUMBERS:
+                    raise SpecError(f"process.capabilities.{kind}[{i}]",
+                                    f"{name!r} is not a capability: use names like CAP_CHOWN "
+                                    "(see man 7 capabilities).")
+    for i, rl in enumerate(p.rlimits):
+        if rl.type not in RLIMITS:
+            raise SpecError(f"process.rlimits[{i}].type",
+                            f"{rl.type!r} is not a resource limit: use one of RLIMIT_NOFILE, "
+                            "RLIMIT_NPROC, ... (see man 2 setrlimit).")
+        if not 0 <= rl.soft <= rl.hard:
+            raise SpecError(f"process.rlimits[{i}]", "needs 0 <= soft <= hard.")
+    if p.oom_score_adj is not None and not -1000 <= p.oom_score_adj <= 1000:
+        raise SpecError("process.oomScoreAdj", "must be between -1000 and 1000.")
+    for i, m in enumerate(spec.mounts):
+        if not m.destination.startswith("/"):
+            raise SpecError(f"mounts[{i}].destination",
+                            f"must be an absolute path inside the container, not {m.destination!r}.")
+    _check_linux(spec)
+
+
+def _check_linux(spec: Spec) -> None:
+    lx = spec.linux
+    seen = set()
+    for i, ns in enumerate(lx.namespaces):
+        if ns.type not in NAMESPACE_TYPES:
+            raise SpecError(f"linux.namespaces[{i}].type",
+                            f"{ns.type!r} is not a namespace type: use one of "
+                            f"{', '.join(NAMESPACE_TYPES)}.")
+        if ns.type in seen:
+            raise SpecError(f"linux.namespaces[{i}]", f"repeats the {ns.type} namespace.")
+        seen.add(ns.type)
+        if ns.path is not None and not os.path.exists(ns.path):
+            raise SpecError(f"linux.namespaces[{i}].path", f"{ns.path} does not exist.")
+    if "mount" not in seen:
+        raise SpecError("linux.namespaces", "must include a mount namespace: labkit does not "
+                        "change the host's own mount table.")
+    if spec.hostname is not None:
+        if "uts" not in seen:
+            raise SpecError("hostname", "needs a uts namespace in linux.namespaces, or the "
+                            "host's own hostname would change.")
+        if not _HOSTNAME.match(spec.hostname):
+            raise SpecError("hostname", f"{spec.hostname!r} is not a hostname: use 1 to 63 "
+                            "letters, digits, '.' or '-'.")
+    if (lx.uid_mappings or lx.gid_mappings) and "user" not in seen:
+        raise SpecError("linux.uidMappings", "need a user namespace in linux.namespaces.")
+    if "user" in seen and (not lx.uid_mappings or not lx.gid_mappings):
+        raise SpecError("linux.uidMappings", "and linux.gidMappings are required with a user "
+                        "namespace, e.g. [{\"containerID\": 0, \"hostID\": 100000, \"size\": 65536}].")
+    for name in ("uid_mappings", "gid_mappings"):
+        for i, m in enumerate(getattr(lx, name)):
+            if m.size < 1 or m.container_id < 0 or m.host_id < 0:
+                key = "uidMappings" if name == "uid_mappings" else "gidMappings"
+                raise SpecError(f"linux.{key}[{i}]", "needs ids >= 0 and a size of at least 1.")
+    if lx.rootfs_propagation is not None and lx.rootfs_propagation not in PROPAGATIONS:
+        raise SpecError("linux.rootfsPropagation",
+                        f"{lx.rootfs_propagation!r} is not one of {', '.join(PROPAGATIONS)}.")
+    for key in lx.sysctl:
+        _check_sysctl(key, seen)
+    for name in ("masked_paths", "readonly_paths"):
+        for i, path in enumerate(getattr(lx, name)):
+            if not path.startswith("/"):
+                key = "maskedPaths" if name == "masked_paths" else "readonlyPaths"
+                raise SpecError(f"linux.{key}[{i}]", f"must be an absolute path, not {path!r}.")
+    for i, dev in enumerate(lx.devices):
+        if dev.type not in ("c", "b", "u", "p") or not dev.path.startswith("/dev/"):
+            raise SpecError(f"linux.devices[{i}]", "needs a path below /dev and type c, b, u or p.")
+    if lx.resources:
+        resource_limits(spec)
+    if lx.seccomp:
+        _check_seccomp(spec)
+
+
+def _check_sysctl(key: str, namespaces: set[str]) -> None:
+    where = f"linux.sysctl.{key}"
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if "ipc" not in namespaces:
+            raise SpecError(where, "needs an ipc namespace, or it would change the host's.")
+    elif key.startswith("net."):
+        if "network" not in namespaces:
+            raise SpecError(where, "needs a network namespace, or it would change the host's.")
+    elif key in ("kernel.hostname", "kernel.domainname"):
+        if "uts" not in namespaces:
+            raise SpecError(where, "needs a uts namespace, or it would change the host's.")
+    else:
+        raise SpecError(where, "is not a namespaced sysctl: setting it would change the whole "
+                        "host; only kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.*, "
+                        "kernel.hostname and kernel.domainname are allowed.")
+
+
+def _check_seccomp(spec: Spec) -> None:
+    sc = spec.linux.seccomp
+    if sc.default_action not in SECCOMP_ACTIONS:
+        raise SpecError("linux.seccomp.defaultAction",
+                        f"{sc.default_action!r} is not one of {', '.join(SECCOMP_ACTIONS)}.")
+    for i, rule in enumerate(sc.syscalls):
+        if rule.action not in SECCOMP_ACTIONS:
+            raise SpecError(f"linux.seccomp.syscalls[{i}].action",
+                            f"{rule.action!r} is not one of {', '.join(SECCOMP_ACTIONS)}.")
+        for j, arg in enumerate(rule.args):
+            if arg.op not in SECCOMP_OPS or not 0 <= arg.index <= 5:
+                raise SpecError(f"linux.seccomp.syscalls[{i}].args[{j}]",
+                                f"needs an index 0..5 and an op among {', '.join(SECCOMP_OPS)}.")
+    if not spec.process.no_new_privileges:
+        raise SpecError("linux.seccomp", "needs process.noNewPrivileges true: labkit loads the "
+                        "filter last, after the capability to load one without it is dropped.")
+    seccomp_library()
+
+
+def seccomp_library():
+    """The kept seccomp library (pyseccomp over libseccomp), or a clear refusal."""
+    try:
+        import pyseccomp
+    except (ImportError, OSError):
+        raise MissingFeature("linux.seccomp needs the pyseccomp package and libseccomp2: "
+                             "pip install pyseccomp and apt-get install libseccomp2, or remove "
+                             "linux.seccomp from config.json.") from None
+    return pyseccomp
+
+
+def resource_limits(spec: Spec) -> dict:
+    """linux.resources as keyword arguments for ``labkit.cgroups.Cgroup.create``."""
+    res = spec.linux.resources
+    limits: dict = {}
+    if res is None:
+        return limits
+    if res.memory:
+        if res.memory.limit is not None and res.memory.limit > 0:
+            limits["memory"] = res.memory.limit
+        if res.memory.swap is not None and res.memory.swap > 0:
+            if res.memory.limit is None or res.memory.swap < res.memory.limit:
+                raise SpecError("linux.resources.memory.swap", "is memory plus swap: it must be "
+                                "at least linux.resources.memory.limit.")
+            limits["swap"] = res.memory.swap - res.memory.limit
+    if res.cpu:
+        if res.cpu.quota is not None and res.cpu.quota > 0:
+            limits["cpus"] = res.cpu.quota / (res.cpu.period or 100_000)
+        if res.cpu.shares:
+            # cpu.shares (2..262144) onto v2's weight (1..10000), as runc converts it.
+            limits["weight"] = 1 + ((max(2, res.cpu.shares) - 2) * 9999) // 262142
+        if res.cpu.cpus:
+            limits["cpuset"] = res.cpu.cpus
+    if res.pids and res.pids.limit > 0:
+        limits["pids"] = res.pids.limit
+    from ..cgroups.units import parse_limits
+
+    try:
+        parse_limits(set(range(os.cpu_count() or 1)), **limits)
+    except BadInput as e:
+        raise SpecError("linux.resources", f"is not usable: {e}") from None
+    return limits
+
+
+# --- bundles ------------------------------------------------------------------------------------
+
+
+def load(bundle: str | os.PathLike) -> Spec:
+    """Read and check ``BUNDLE/config.json``; the root path is made absolute and checked."""
+    bundle = Path(bundle).absolute()
+    config = bundle / "config.json"
+    try:
+        text = config.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"{config} does not exist: give the bundle directory that holds "
+                       "config.json (runc spec writes one).") from None
+    except OSError as e:
+        raise BadInput(f"{config} cannot be read: {e.strerror}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{config} is not JSON: {e.msg} at line {e.lineno}, "
+                       f"column {e.colno}.") from None
+    spec = Spec.from_dict(data)
+    root = Path(spec.root.path)
+    spec.root.path = str(root if root.is_absolute() else bundle / root)
+    if not os.path.isdir(spec.root.path):
+        raise SpecError("root.path", f"{spec.root.path} is not a directory: put the container's "
+                        "root filesystem there (labkit rootfs build DIR makes one).")
+    return spec
