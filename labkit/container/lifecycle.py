@@ -347,6 +347,10 @@ def _undo(pid, proc, cgroup, d: Path) -> None:
     if cgroup is not None:
         cgroup.remove()  # kills whatever is left in it, and waits until it is empty
     shutil.rmtree(d, ignore_errors=True)
+    try:
+        d.parent.rmdir()
+    except OSError:
+        pass
 
 
 # --- start, kill, delete --------------------------------------------------------------------------
@@ -416,6 +420,10 @@ def remove(c: Container) -> None:
     if c.cgroup is not None:
         c.cgroup.remove()
     shutil.rmtree(c.dir, ignore_errors=True)
+    try:
+        c.dir.parent.rmdir()  # the last container gone: leave no empty directory behind
+    except OSError:
+        pass
 
 
 def wait(c: Container, timeout: float | None = None) -> int:
