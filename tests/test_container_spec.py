@@ -1,0 +1,124 @@
+"""The container spec: config.json read into dataclasses and written back, and bad input refused.
+
+A bad config.json must be refused in one sentence that names the key by its JSON path, before
+anything is made: the autouse fixture checks that no cgroup, state or process is left.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import rootfs
+from labkit.errors import BadInput
+from labkit.container import lifecycle, spec
+from labkit.container.spec import Spec, SpecError
+
+RUNTIME = [sys.executable, "-m", "labkit.container.cli"]
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Path:
+    """A busybox bundle whose config.json is the one `runc spec` writes."""
+    subprocess.run(["runc", "spec", "--bundle", str(tmp_path)], check=True)
+    rootfs.build(tmp_path / "rootfs")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["true"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def write_config(bundle: Path, change) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    change(config)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+def test_runc_spec_loads_and_writes_back_the_same_config(bundle):
+    original = json.loads((bundle / "config.json").read_text())
+    loaded = spec.load(bundle)
+    assert loaded.process.no_new_privileges is True
+    assert loaded.process.capabilities.bounding == ["CAP_AUDIT_WRITE", "CAP_KILL",
+                                                    "CAP_NET_BIND_SERVICE"]
+    assert [m.destination for m in loaded.mounts][:2] == ["/proc", "/dev"]
+    assert loaded.namespace("network") is not None and loaded.namespace("user") is None
+    assert loaded.root.path == str(bundle / "rootfs")  # made absolute against the bundle
+    written = loaded.to_dict()
+    written["root"]["path"] = original["root"]["path"]
+    written["process"]["terminal"] = False
+    assert written == original
+
+
+def test_a_spec_made_in_python_has_dockers_defaults_and_round_trips():
+    s = Spec(spec.Process(["sh"]))
+    assert len(s.process.capabilities.effective) == 14
+    assert "CAP_SYS_ADMIN" not in s.process.capabilities.bounding
+    assert "/proc/kcore" in s.linux.masked_paths and "/proc/sys" in s.linux.readonly_paths
+    again = Spec.from_dict(json.loads(s.to_json()))
+    assert again == s
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        (lambda c: c["process"].update(args="sh"), "process.args", "must be a list"),
+        (lambda c: c["process"]["user"].update(uid="root"), "process.user.uid",
+         "must be an integer"),
+        (lambda c: c.update(apparmorProfile="x"), "apparmorProfile", "not supported"),
+        (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_FLY"),
+         "process.capabilities.bounding[3]", "'CAP_FLY' is not a capability"),
+        (lambda c: c["linux"].update(resources={"memory": {"limit": "lots"}}),
+         "linux.resources.memory.limit", "must be an integer"),
+        (lambda c: c["linux"].update(resources={"memory": {"limit": 1000}}),
+         "linux.resources", "too small"),
+        (lambda c: c["linux"]["namespaces"].append({"type": "pid"}), "linux.namespaces[5]",
+         "repeats"),
+        (lambda c: c["linux"].update(sysctl={"vm.swappiness": "10"}),
+         "linux.sysctl.vm.swappiness", "not a namespaced sysctl"),
+        (lambda c: c["process"].update(cwd="tmp"), "process.cwd", "absolute"),
+        (lambda c: c["mounts"][0].pop("destination"), "mounts[0].destination", "is required"),
+        (lambda c: c["root"].update(path="missing"), "root.path", "is not a directory"),
+    ],
+)
+def test_a_bad_config_is_one_sentence_naming_its_key_and_nothing_is_made(
+    bundle, state_dir, change, path, words
+):
+    write_config(bundle, change)
+    with pytest.raises(SpecError) as caught:
+        lifecycle.create("bad", bundle)
+    message = str(caught.value)
+    assert caught.value.path == path
+    assert message.startswith(path + " ") and words in message, message
+    assert message.count(". ") == 0 and message.endswith("."), message  # one sentence
+    assert not (state_dir / "containers").exists()
+
+
+def test_labkit_runtime_refuses_bad_input_in_one_line_with_runcs_status(bundle, state_dir):
+    write_config(bundle, lambda c: c["process"]["capabilities"]["effective"].append("CAP_NOPE"))
+    out = subprocess.run([*RUNTIME, "create", "--bundle", str(bundle), "bad"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert "process.capabilities.effective[3] 'CAP_NOPE' is not a capability" in lines[0]
+    assert "level=error" in lines[0]
+    (bundle / "config.json").write_text("{not json")
+    log = bundle / "log.json"
+    out = subprocess.run([*RUNTIME, "--log", str(log), "--log-format", "json", "create",
+                          "--bundle", str(bundle), "bad"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 1 and out.stderr == ""
+    entry = json.loads(log.read_text())
+    assert entry["level"] == "error" and "is not JSON" in entry["msg"]
+    assert not (state_dir / "containers").exists()
+
+
+def test_a_missing_bundle_is_one_sentence(tmp_path, state_dir):
+    with pytest.raises(BadInput, match="config.json does not exist"):
+        lifecycle.create("none", tmp_path / "nowhere")
