@@ -1,0 +1,187 @@
+"""labkit-runtime against the real thing: the same busybox bundle run by Debian's runc and by us.
+
+The bundle's config.json is what `runc spec` writes (runc's own defaults: 3 capabilities,
+no_new_privs, a read-only root, masked and read-only paths), with the probe as its process. An
+isolation probe inside answers the same questions under both runtimes, and the answers must be
+identical. The life cycle is driven through both command lines with the same exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit import mountinfo, rootfs
+from labkit.cgroups import Cgroup
+
+RUNTIME = [sys.executable, "-m", "labkit.container.cli"]
+
+# Each line answers one question; errors go to stdout so that refusals are compared too.
+PROBE = r"""
+exec 2>&1
+echo hostname $(hostname)
+echo ids $(id -u) $(id -g) $(id -G)
+echo pid $$
+grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status
+echo links $(ls /sys/class/net)
+for f in /dev/* /dev/pts/*; do stat -c 'dev %n %F %a %t:%T' "$f"; done
+echo nofile $(ulimit -n)
+echo keys $(wc -c < /proc/keys) acpi $(ls /proc/acpi | wc -l) firmware $(ls /sys/firmware | wc -l)
+v=$(cat /proc/sys/vm/overcommit_memory); echo "$v" > /proc/sys/vm/overcommit_memory && echo sysctl written
+echo h > /proc/sysrq-trigger && echo sysrq written
+touch /root-write && echo root written
+mknod /dev/shm/sda b 8 0 && echo mknod done
+mount -t tmpfs none /dev/shm && echo mount done
+mkdir /dev/shm/dir && echo mkdir done
+echo mountinfo
+cat /proc/self/mountinfo
+"""
+
+
+@pytest.fixture(scope="module")
+def runc() -> str:
+    path = shutil.which("runc")
+    assert path, "runc is missing: `scripts/setup test` installs Debian's runc"
+    return path
+
+
+@pytest.fixture
+def bundle(tmp_path, runc) -> Path:
+    subprocess.run([runc, "spec", "--bundle", str(tmp_path)], check=True)
+    rootfs.build(tmp_path / "rootfs")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["sh", "-c", PROBE]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def change(bundle: Path, edit) -> None:
+    config = json.loads((bundle / "config.json").read_text())
+    edit(config)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+def run_both(runc: str, bundle: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """The probe's answers under runc and under labkit-runtime (same bundle, one after the other)."""
+    answers = []
+    for command in ([runc, "--root", str(tmp_path / "runc")], RUNTIME):
+        out = subprocess.run([*command, "run", "--bundle", str(bundle), "probe"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.stderr == "" and out.returncode == 0, (command[0], out.stderr, out.stdout)
+        answers.append(normalise(out.stdout))
+    return answers[0], answers[1]
+
+
+def normalise(output: str) -> list[str]:
+    """The probe's lines, with the mount table reduced to what both runtimes must agree on.
+
+    Mount ids, device numbers and the cgroup directories' names (runc's /<id>, labkit's
+    labkit-ctr-<id>) differ by nature; what is mounted where, how, and with which options not.
+    """
+    head, table = output.split("mountinfo\n", 1)
+    mounts = sorted(
+        f"mount {m.point} {','.join(m.options)} {m.fstype} {m.source} {','.join(m.super_options)}"
+        for m in mountinfo.parse(table)
+    )
+    return head.splitlines() + mounts
+
+
+def test_the_isolation_probe_answers_the_same_under_runc_and_labkit(runc, bundle, tmp_path,
+                                                                    state_dir):
+    by_runc, by_labkit = run_both(runc, bundle, tmp_path)
+    assert by_labkit == by_runc
+    # And the answers are the isolated ones (so two equally broken runtimes cannot pass).
+    assert "hostname runc" in by_labkit and "pid 1" in by_labkit and "links lo" in by_labkit
+    assert "CapEff:\t0000000020000420" in by_labkit and "NoNewPrivs:\t1" in by_labkit
+    assert "keys 0 acpi 0 firmware 0" in by_labkit
+    assert [line for line in by_labkit if line.endswith((" written", " done"))] == ["mkdir done"]
+    assert any(line.startswith("mount /proc/sys ro,") for line in by_labkit)
+
+
+def test_a_seccomp_filter_is_applied_as_runc_applies_it(runc, bundle, tmp_path, state_dir):
+    change(bundle, lambda c: c["linux"].update(seccomp={
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 1}],
+    }))
+    by_runc, by_labkit = run_both(runc, bundle, tmp_path)
+    assert by_labkit == by_runc
+    assert "Seccomp:\t2" in by_labkit
+    assert "mkdir: can't create directory '/dev/shm/dir': Operation not permitted" in by_labkit
+
+
+def test_dockers_capabilities_are_the_same_sets_under_both(runc, bundle, tmp_path, state_dir):
+    docker = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+              "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+              "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+    change(bundle, lambda c: c["process"].update(
+        args=["sh", "-c", "grep -E '^Cap' /proc/self/status"],
+        capabilities={k: docker for k in ("bounding", "effective", "permitted")}))
+    answers = []
+    for command in ([runc, "--root", str(tmp_path / "runc")], RUNTIME):
+        out = subprocess.run([*command, "run", "--bundle", str(bundle), "caps"],
+                             capture_output=True, text=True, timeout=60)
+        answers.append((out.returncode, out.stdout))
+    assert answers[1] == answers[0]
+    assert "CapEff:\t00000000a80425fb" in answers[1][1]
+
+
+def test_the_life_cycle_has_runcs_exit_codes_and_states(runc, bundle, tmp_path, state_dir):
+    change(bundle, lambda c: c["process"].update(args=["sleep", "60"]))
+    steps = [
+        ("state", "c1"), ("create", "--bundle", str(bundle), "c1"), ("state", "c1"),
+        ("create", "--bundle", str(bundle), "c1"), ("start", "c1"), ("state", "c1"),
+        ("start", "c1"), ("delete", "c1"), ("kill", "c1", "KILL"), ("wait",), ("state", "c1"),
+        ("kill", "c1", "9"), ("delete", "c1"), ("delete", "c1"), ("bogus",), ("kill",),
+        ("create", "--bundle", str(bundle), "c2"), ("delete", "c2"), ("state", "c2"),
+        ("create", "--bundle", str(bundle), "c3"), ("start", "c3"), ("delete", "--force", "c3"),
+        ("list", "--format", "json"),
+    ]
+    results = {}
+    try:
+        for name, command in (("runc", [runc, "--root", str(tmp_path / "runc")]),
+                              ("labkit", RUNTIME)):
+            results[name] = drive(command, steps, tmp_path)
+    finally:
+        for cid in ("c1", "c2", "c3"):
+            subprocess.run([runc, "--root", str(tmp_path / "runc"), "delete", "--force", cid],
+                           capture_output=True)
+    assert results["labkit"] == results["runc"]
+    assert ("state", 0, ("created", "c1", str(bundle), True)) in results["labkit"]
+    assert ("start", 1, None) in results["labkit"]  # the second start
+    assert ("bogus", 3, None) in results["labkit"]
+    assert not Cgroup("ctr-c3").exists
+
+
+def drive(command: list[str], steps: list[tuple[str, ...]], tmp_path: Path) -> list[tuple]:
+    """Run each step's command line; (command, exit status, what state/list said) for each."""
+    seen: list[tuple] = []
+    for step in steps:
+        if step == ("wait",):
+            state = {}
+            for _ in range(100):  # bounded: at most 100 polls
+                out = subprocess.run([*command, "state", "c1"], capture_output=True, text=True)
+                state = json.loads(out.stdout)
+                if state["status"] == "stopped":
+                    break
+            seen.append(("wait", state["status"]))
+            continue
+        # Files, not pipes: a created container keeps the runtime's stdio open.
+        with open(tmp_path / "out", "w") as f, open(tmp_path / "err", "w") as e:
+            out = subprocess.run([*command, *step], stdin=subprocess.DEVNULL, stdout=f,
+                                 stderr=e, timeout=30)
+        text = (tmp_path / "out").read_text()
+        status = None
+        if step[0] == "state" and out.returncode == 0:
+            state = json.loads(text)
+            status = (state["status"], state["id"], state["bundle"], state["pid"] > 0)
+        if step[0] == "list":
+            status = text.strip()
+        seen.append((step[0], out.returncode, status))
+    return seen
