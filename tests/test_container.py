@@ -53,10 +53,26 @@ def run_to_end(container_id: str, bundle: Path, out: Path, **options) -> str:
 
 def test_the_steps_are_listed_in_runcs_order():
     names = list(steps.NAMES)
-    order = ["join_cgroup", "unshare_user", "unshare_namespaces", "fork_pid1",
-             "make_root_private", "bind_rootfs", "mount_filesystems", "create_devices",
-             "pivot_root", "mask_paths", "set_hostname", "set_no_new_privs", "drop_bounding_set",
-             "set_capabilities", "switch_user", "load_seccomp", "wait_for_start", "exec_process"]
+    order = [
+        "join_cgroup",
+        "unshare_user",
+        "unshare_namespaces",
+        "fork_pid1",
+        "make_root_private",
+        "bind_rootfs",
+        "mount_filesystems",
+        "create_devices",
+        "pivot_root",
+        "mask_paths",
+        "set_hostname",
+        "set_no_new_privs",
+        "drop_bounding_set",
+        "set_capabilities",
+        "switch_user",
+        "load_seccomp",
+        "wait_for_start",
+        "exec_process",
+    ]
     positions = {n: names.index(n) for n in order}
     assert positions["join_cgroup"] < positions["unshare_user"] < positions["unshare_namespaces"]
     assert positions["fork_pid1"] < positions["make_root_private"] < positions["bind_rootfs"]
@@ -69,11 +85,14 @@ def test_the_steps_are_listed_in_runcs_order():
 
 
 def test_a_container_is_isolated_as_the_spec_says(tmp_path, rootfs_dir, state_dir):
-    probe = ("hostname; id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; "
-             "echo $(ls /sys/class/net); echo $(ls /dev); cat /proc/self/cgroup | grep pids; echo pid $$; "
-             "wc -c < /proc/keys; ls /proc/acpi | wc -l; "
-             "echo 1 > /proc/sys/vm/overcommit_memory || echo sysctl refused; "
-             "mount -t tmpfs none /tmp || echo mount refused")
+    probe = (
+        "hostname; id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; "
+        "echo $(ls /sys/class/net); echo $(ls /dev); cat /proc/self/cgroup | grep pids; "
+        "echo pid $$; "
+        "wc -c < /proc/keys; ls /proc/acpi | wc -l; "
+        "echo 1 > /proc/sys/vm/overcommit_memory || echo sysctl refused; "
+        "mount -t tmpfs none /tmp || echo mount refused"
+    )
     bundle = make_bundle(tmp_path / "b", rootfs_dir, ["sh", "-c", probe])
     out = run_to_end("iso", bundle, tmp_path / "out").splitlines()
     assert out[0:2] == ["box", "0"]
@@ -83,8 +102,25 @@ def test_a_container_is_isolated_as_the_spec_says(tmp_path, rootfs_dir, state_di
     assert out[4] == "NoNewPrivs:\t0"
     assert out[5] == "lo"  # a new network namespace holds only its loopback
     devices = set(out[6].split())
-    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
-            "ptmx", "fd", "stdin"} <= devices and "sda" not in devices and "vda" not in devices
+    assert (
+        {
+            "null",
+            "zero",
+            "full",
+            "random",
+            "urandom",
+            "tty",
+            "pts",
+            "shm",
+            "mqueue",
+            "ptmx",
+            "fd",
+            "stdin",
+        }
+        <= devices
+        and "sda" not in devices
+        and "vda" not in devices
+    )
     assert out[7].endswith("/labkit/labkit-ctr-iso")  # joined its cgroup before anything else
     assert out[8] == "pid 1"
     assert out[9:11] == ["0", "0"]  # /proc/keys masked by /dev/null, /proc/acpi by a tmpfs
@@ -93,16 +129,30 @@ def test_a_container_is_isolated_as_the_spec_says(tmp_path, rootfs_dir, state_di
 
 def test_a_step_left_out_shows_what_it_protected(tmp_path, rootfs_dir, state_dir):
     probe = "grep NoNewPrivs /proc/self/status; hostname; grep CapEff /proc/self/status"
-    bundle = make_bundle(tmp_path / "b", rootfs_dir, ["sh", "-c", probe], process={
-        "args": ["sh", "-c", probe], "env": [spec.DEFAULT_PATH], "cwd": "/",
-        "noNewPrivileges": True, "capabilities": {"bounding": ["CAP_KILL"],
-                                                  "effective": ["CAP_KILL"],
-                                                  "permitted": ["CAP_KILL"]}})
+    bundle = make_bundle(
+        tmp_path / "b",
+        rootfs_dir,
+        ["sh", "-c", probe],
+        process={
+            "args": ["sh", "-c", probe],
+            "env": [spec.DEFAULT_PATH],
+            "cwd": "/",
+            "noNewPrivileges": True,
+            "capabilities": {
+                "bounding": ["CAP_KILL"],
+                "effective": ["CAP_KILL"],
+                "permitted": ["CAP_KILL"],
+            },
+        },
+    )
     full = run_to_end("full", bundle, tmp_path / "full").splitlines()
     assert full[0] == "NoNewPrivs:\t1" and full[1] == "box"
-    part = run_to_end("part", bundle, tmp_path / "part",
-                      skip=["set_no_new_privs", "set_hostname", "drop_bounding_set",
-                            "set_capabilities"]).splitlines()
+    part = run_to_end(
+        "part",
+        bundle,
+        tmp_path / "part",
+        skip=["set_no_new_privs", "set_hostname", "drop_bounding_set", "set_capabilities"],
+    ).splitlines()
     assert part[0] == "NoNewPrivs:\t0"
     assert part[1] == os.uname().nodename  # a new UTS namespace starts as a copy of the host's
     # For root, exec recomputes the sets from the bounding set: without it (and the capset)
@@ -121,8 +171,12 @@ def test_a_failure_in_the_init_names_its_step_and_nothing_is_left(tmp_path, root
     assert caught.value.step == "find_executable"
     assert 'exec: "no-such-program": executable file not found in $PATH' in str(caught.value)
     # An error that is not the kernel's (a ValueError from Python) is named by its step too.
-    bundle = make_bundle(tmp_path / "c", rootfs_dir, ["true"], process={
-        "args": ["true"], "cwd": "/tmp\u0000x", "env": [spec.DEFAULT_PATH]})
+    bundle = make_bundle(
+        tmp_path / "c",
+        rootfs_dir,
+        ["true"],
+        process={"args": ["true"], "cwd": "/tmp\u0000x", "env": [spec.DEFAULT_PATH]},
+    )
     with pytest.raises(lifecycle.ContainerError) as caught:
         lifecycle.create("f2", bundle)
     assert caught.value.step == "change_directory" and "ValueError" in str(caught.value)
@@ -136,8 +190,9 @@ def test_a_failure_in_the_init_names_its_step_and_nothing_is_left(tmp_path, root
 
 
 def test_the_life_cycle_follows_ocis_states(tmp_path, rootfs_dir, state_dir):
-    bundle = make_bundle(tmp_path / "b", rootfs_dir, ["sleep", "60"],
-                         annotations={"org.example": "yes"})
+    bundle = make_bundle(
+        tmp_path / "b", rootfs_dir, ["sleep", "60"], annotations={"org.example": "yes"}
+    )
     c = lifecycle.create("life", bundle, pid_file=tmp_path / "pid")
     state = c.state()
     assert state["status"] == "created" and state["id"] == "life"
@@ -185,11 +240,17 @@ def test_twenty_containers_at_once_leave_nothing(tmp_path, rootfs_dir, state_dir
 
 def test_a_container_outlives_its_creator_and_cleanup_removes_it(tmp_path, rootfs_dir, state_dir):
     bundle = make_bundle(tmp_path / "b", rootfs_dir, ["sleep", "60"])
-    code = ("import sys, time; from labkit.container import lifecycle; "
-            f"lifecycle.create('orphan', {str(bundle)!r}); print('made', flush=True); "
-            "time.sleep(60)")
-    creator = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    code = (
+        "import sys, time; from labkit.container import lifecycle; "
+        f"lifecycle.create('orphan', {str(bundle)!r}); print('made', flush=True); "
+        "time.sleep(60)"
+    )
+    creator = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     try:
         assert creator.stdout.readline().strip() == "made"
     finally:
@@ -208,12 +269,22 @@ def test_a_container_outlives_its_creator_and_cleanup_removes_it(tmp_path, rootf
 
 def test_labkit_runtime_run_exits_as_the_container_did(tmp_path, rootfs_dir, state_dir):
     bundle = make_bundle(tmp_path / "b", rootfs_dir, ["sh", "-c", "echo hello; exit 7"])
-    out = subprocess.run([*RUNTIME, "run", "--bundle", str(bundle), "r1"], capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(
+        [*RUNTIME, "run", "--bundle", str(bundle), "r1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert (out.returncode, out.stdout, out.stderr) == (7, "hello\n", "")
     bundle = make_bundle(tmp_path / "c", rootfs_dir, ["no-such-program"])
-    out = subprocess.run([*RUNTIME, "run", "--bundle", str(bundle), "r2"], capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(
+        [*RUNTIME, "run", "--bundle", str(bundle), "r2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
     assert "at step find_executable" in out.stderr
     assert lifecycle.list_containers() == []
@@ -224,3 +295,23 @@ def test_signals_by_name_and_number():
     assert lifecycle.parse_signal("15") == signal.SIGTERM
     with pytest.raises(BadInput, match="is not a signal"):
         lifecycle.parse_signal("BOOM")
+
+
+def test_a_root_from_the_image_store_is_an_overlay_removed_with_the_container(tmp_path, state_dir):
+    from labkit import images, overlay
+
+    images.busybox_image("busybox:latest")
+    bundle = make_bundle(tmp_path / "b", tmp_path / "unused", ["sh", "-c", "echo hi > /new; ls /"])
+    out = run_to_end("img", bundle, tmp_path / "out", image="busybox:latest")
+    assert "new" in out.split() and "bin" in out.split()
+    assert [o.merged for o in overlay.live_overlays()] == []  # unmounted by delete
+    assert not (images.roots_dir() / "ctr-img").exists()
+    images.remove("busybox:latest")
+
+
+def test_an_image_not_in_the_store_is_one_sentence_and_nothing_is_made(tmp_path, state_dir):
+    bundle = make_bundle(tmp_path / "b", tmp_path / "unused", ["true"])
+    with pytest.raises(BadInput) as caught:
+        lifecycle.create("noimg", bundle, image="nosuch:latest")
+    assert "nosuch" in str(caught.value) and "\n" not in str(caught.value)
+    assert not Cgroup("ctr-noimg").exists and not (state_dir / "containers").exists()

@@ -32,7 +32,8 @@ echo links $(ls /sys/class/net)
 for f in /dev/* /dev/pts/*; do stat -c 'dev %n %F %a %t:%T' "$f"; done
 echo nofile $(ulimit -n)
 echo keys $(wc -c < /proc/keys) acpi $(ls /proc/acpi | wc -l) firmware $(ls /sys/firmware | wc -l)
-v=$(cat /proc/sys/vm/overcommit_memory); echo "$v" > /proc/sys/vm/overcommit_memory && echo sysctl written
+v=$(cat /proc/sys/vm/overcommit_memory)
+echo "$v" > /proc/sys/vm/overcommit_memory && echo sysctl written
 echo h > /proc/sysrq-trigger && echo sysrq written
 touch /root-write && echo root written
 mknod /dev/shm/sda b 8 0 && echo mknod done
@@ -68,11 +69,16 @@ def change(bundle: Path, edit) -> None:
 
 
 def run_both(runc: str, bundle: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
-    """The probe's answers under runc and under labkit-runtime (same bundle, one after the other)."""
+    """The probe's answers under runc and under labkit-runtime (same bundle, one after another)."""
     answers = []
     for command in ([runc, "--root", str(tmp_path / "runc")], RUNTIME):
-        out = subprocess.run([*command, "run", "--bundle", str(bundle), "probe"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [*command, "run", "--bundle", str(bundle), "probe"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.stderr == "" and out.returncode == 0, (command[0], out.stderr, out.stdout)
         answers.append(normalise(out.stdout))
     return answers[0], answers[1]
@@ -92,8 +98,9 @@ def normalise(output: str) -> list[str]:
     return head.splitlines() + mounts
 
 
-def test_the_isolation_probe_answers_the_same_under_runc_and_labkit(runc, bundle, tmp_path,
-                                                                    state_dir):
+def test_the_isolation_probe_answers_the_same_under_runc_and_labkit(
+    runc, bundle, tmp_path, state_dir
+):
     by_runc, by_labkit = run_both(runc, bundle, tmp_path)
     assert by_labkit == by_runc
     # And the answers are the isolated ones (so two equally broken runtimes cannot pass).
@@ -105,11 +112,17 @@ def test_the_isolation_probe_answers_the_same_under_runc_and_labkit(runc, bundle
 
 
 def test_a_seccomp_filter_is_applied_as_runc_applies_it(runc, bundle, tmp_path, state_dir):
-    change(bundle, lambda c: c["linux"].update(seccomp={
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
-                      "errnoRet": 1}],
-    }))
+    change(
+        bundle,
+        lambda c: c["linux"].update(
+            seccomp={
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+                ],
+            }
+        ),
+    )
     by_runc, by_labkit = run_both(runc, bundle, tmp_path)
     assert by_labkit == by_runc
     assert "Seccomp:\t2" in by_labkit
@@ -117,16 +130,38 @@ def test_a_seccomp_filter_is_applied_as_runc_applies_it(runc, bundle, tmp_path, 
 
 
 def test_dockers_capabilities_are_the_same_sets_under_both(runc, bundle, tmp_path, state_dir):
-    docker = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-              "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-              "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
-    change(bundle, lambda c: c["process"].update(
-        args=["sh", "-c", "grep -E '^Cap' /proc/self/status"],
-        capabilities={k: docker for k in ("bounding", "effective", "permitted")}))
+    docker = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ]
+    change(
+        bundle,
+        lambda c: c["process"].update(
+            args=["sh", "-c", "grep -E '^Cap' /proc/self/status"],
+            capabilities={k: docker for k in ("bounding", "effective", "permitted")},
+        ),
+    )
     answers = []
     for command in ([runc, "--root", str(tmp_path / "runc")], RUNTIME):
-        out = subprocess.run([*command, "run", "--bundle", str(bundle), "caps"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [*command, "run", "--bundle", str(bundle), "caps"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         answers.append((out.returncode, out.stdout))
     assert answers[1] == answers[0]
     assert "CapEff:\t00000000a80425fb" in answers[1][1]
@@ -135,23 +170,44 @@ def test_dockers_capabilities_are_the_same_sets_under_both(runc, bundle, tmp_pat
 def test_the_life_cycle_has_runcs_exit_codes_and_states(runc, bundle, tmp_path, state_dir):
     change(bundle, lambda c: c["process"].update(args=["sleep", "60"]))
     steps = [
-        ("state", "c1"), ("create", "--bundle", str(bundle), "c1"), ("state", "c1"),
-        ("create", "--bundle", str(bundle), "c1"), ("start", "c1"), ("state", "c1"),
-        ("start", "c1"), ("delete", "c1"), ("kill", "c1", "KILL"), ("wait",), ("state", "c1"),
-        ("kill", "c1", "9"), ("delete", "c1"), ("delete", "c1"), ("bogus",), ("kill",),
-        ("create", "--bundle", str(bundle), "c2"), ("delete", "c2"), ("state", "c2"),
-        ("create", "--bundle", str(bundle), "c3"), ("start", "c3"), ("delete", "--force", "c3"),
+        ("state", "c1"),
+        ("create", "--bundle", str(bundle), "c1"),
+        ("state", "c1"),
+        ("create", "--bundle", str(bundle), "c1"),
+        ("start", "c1"),
+        ("state", "c1"),
+        ("start", "c1"),
+        ("delete", "c1"),
+        ("kill", "c1", "KILL"),
+        ("wait",),
+        ("state", "c1"),
+        ("kill", "c1", "9"),
+        ("delete", "c1"),
+        ("delete", "c1"),
+        ("bogus",),
+        ("kill",),
+        ("create", "--bundle", str(bundle), "c2"),
+        ("delete", "c2"),
+        ("state", "c2"),
+        ("create", "--bundle", str(bundle), "c3"),
+        ("start", "c3"),
+        ("delete", "--force", "c3"),
         ("list", "--format", "json"),
     ]
     results = {}
     try:
-        for name, command in (("runc", [runc, "--root", str(tmp_path / "runc")]),
-                              ("labkit", RUNTIME)):
+        for name, command in (
+            ("runc", [runc, "--root", str(tmp_path / "runc")]),
+            ("labkit", RUNTIME),
+        ):
             results[name] = drive(command, steps, tmp_path)
     finally:
         for cid in ("c1", "c2", "c3"):
-            subprocess.run([runc, "--root", str(tmp_path / "runc"), "delete", "--force", cid],
-                           capture_output=True)
+            subprocess.run(
+                [runc, "--root", str(tmp_path / "runc"), "delete", "--force", cid],
+                check=False,
+                capture_output=True,
+            )
     assert results["labkit"] == results["runc"]
     assert ("state", 0, ("created", "c1", str(bundle), True)) in results["labkit"]
     assert ("start", 1, None) in results["labkit"]  # the second start
@@ -166,7 +222,9 @@ def drive(command: list[str], steps: list[tuple[str, ...]], tmp_path: Path) -> l
         if step == ("wait",):
             state = {}
             for _ in range(100):  # bounded: at most 100 polls
-                out = subprocess.run([*command, "state", "c1"], capture_output=True, text=True)
+                out = subprocess.run(
+                    [*command, "state", "c1"], check=False, capture_output=True, text=True
+                )
                 state = json.loads(out.stdout)
                 if state["status"] == "stopped":
                     break
@@ -174,8 +232,14 @@ def drive(command: list[str], steps: list[tuple[str, ...]], tmp_path: Path) -> l
             continue
         # Files, not pipes: a created container keeps the runtime's stdio open.
         with open(tmp_path / "out", "w") as f, open(tmp_path / "err", "w") as e:
-            out = subprocess.run([*command, *step], stdin=subprocess.DEVNULL, stdout=f,
-                                 stderr=e, timeout=30)
+            out = subprocess.run(
+                [*command, *step],
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=e,
+                timeout=30,
+                check=False,
+            )
         text = (tmp_path / "out").read_text()
         status = None
         if step[0] == "state" and out.returncode == 0:

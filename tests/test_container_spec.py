@@ -7,7 +7,6 @@ anything is made: the autouse fixture checks that no cgroup, state or process is
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from labkit import rootfs
-from labkit.errors import BadInput
 from labkit.container import lifecycle, spec
 from labkit.container.spec import Spec, SpecError
+from labkit.errors import BadInput
 
 RUNTIME = [sys.executable, "-m", "labkit.container.cli"]
 
@@ -44,8 +43,11 @@ def test_runc_spec_loads_and_writes_back_the_same_config(bundle):
     original = json.loads((bundle / "config.json").read_text())
     loaded = spec.load(bundle)
     assert loaded.process.no_new_privileges is True
-    assert loaded.process.capabilities.bounding == ["CAP_AUDIT_WRITE", "CAP_KILL",
-                                                    "CAP_NET_BIND_SERVICE"]
+    assert loaded.process.capabilities.bounding == [
+        "CAP_AUDIT_WRITE",
+        "CAP_KILL",
+        "CAP_NET_BIND_SERVICE",
+    ]
     assert [m.destination for m in loaded.mounts][:2] == ["/proc", "/dev"]
     assert loaded.namespace("network") is not None and loaded.namespace("user") is None
     assert loaded.root.path == str(bundle / "rootfs")  # made absolute against the bundle
@@ -68,19 +70,37 @@ def test_a_spec_made_in_python_has_dockers_defaults_and_round_trips():
     ("change", "path", "words"),
     [
         (lambda c: c["process"].update(args="sh"), "process.args", "must be a list"),
-        (lambda c: c["process"]["user"].update(uid="root"), "process.user.uid",
-         "must be an integer"),
+        (
+            lambda c: c["process"]["user"].update(uid="root"),
+            "process.user.uid",
+            "must be an integer",
+        ),
         (lambda c: c.update(apparmorProfile="x"), "apparmorProfile", "not supported"),
-        (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_FLY"),
-         "process.capabilities.bounding[3]", "'CAP_FLY' is not a capability"),
-        (lambda c: c["linux"].update(resources={"memory": {"limit": "lots"}}),
-         "linux.resources.memory.limit", "must be an integer"),
-        (lambda c: c["linux"].update(resources={"memory": {"limit": 1000}}),
-         "linux.resources", "too small"),
-        (lambda c: c["linux"]["namespaces"].append({"type": "pid"}), "linux.namespaces[5]",
-         "repeats"),
-        (lambda c: c["linux"].update(sysctl={"vm.swappiness": "10"}),
-         "linux.sysctl.vm.swappiness", "not a namespaced sysctl"),
+        (
+            lambda c: c["process"]["capabilities"]["bounding"].append("CAP_FLY"),
+            "process.capabilities.bounding[3]",
+            "'CAP_FLY' is not a capability",
+        ),
+        (
+            lambda c: c["linux"].update(resources={"memory": {"limit": "lots"}}),
+            "linux.resources.memory.limit",
+            "must be an integer",
+        ),
+        (
+            lambda c: c["linux"].update(resources={"memory": {"limit": 1000}}),
+            "linux.resources",
+            "too small",
+        ),
+        (
+            lambda c: c["linux"]["namespaces"].append({"type": "pid"}),
+            "linux.namespaces[5]",
+            "repeats",
+        ),
+        (
+            lambda c: c["linux"].update(sysctl={"vm.swappiness": "10"}),
+            "linux.sysctl.vm.swappiness",
+            "not a namespaced sysctl",
+        ),
         (lambda c: c["process"].update(cwd="tmp"), "process.cwd", "absolute"),
         (lambda c: c["mounts"][0].pop("destination"), "mounts[0].destination", "is required"),
         (lambda c: c["root"].update(path="missing"), "root.path", "is not a directory"),
@@ -101,8 +121,13 @@ def test_a_bad_config_is_one_sentence_naming_its_key_and_nothing_is_made(
 
 def test_labkit_runtime_refuses_bad_input_in_one_line_with_runcs_status(bundle, state_dir):
     write_config(bundle, lambda c: c["process"]["capabilities"]["effective"].append("CAP_NOPE"))
-    out = subprocess.run([*RUNTIME, "create", "--bundle", str(bundle), "bad"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [*RUNTIME, "create", "--bundle", str(bundle), "bad"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
@@ -110,9 +135,23 @@ def test_labkit_runtime_refuses_bad_input_in_one_line_with_runcs_status(bundle, 
     assert "level=error" in lines[0]
     (bundle / "config.json").write_text("{not json")
     log = bundle / "log.json"
-    out = subprocess.run([*RUNTIME, "--log", str(log), "--log-format", "json", "create",
-                          "--bundle", str(bundle), "bad"], capture_output=True, text=True,
-                         timeout=30)
+    out = subprocess.run(
+        [
+            *RUNTIME,
+            "--log",
+            str(log),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            str(bundle),
+            "bad",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1 and out.stderr == ""
     entry = json.loads(log.read_text())
     assert entry["level"] == "error" and "is not JSON" in entry["msg"]

@@ -37,8 +37,11 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="labkit-runtime", description="An OCI runtime with runc's command line.")
-    p.add_argument("--root", help="where containers' state is kept (default: "
-                   "$LABKIT_STATE_DIR/containers, where `labkit cleanup` finds it)")
+    p.add_argument(
+        "--root",
+        help="where containers' state is kept (default: "
+        "$LABKIT_STATE_DIR/containers, where `labkit cleanup` finds it)",
+    )
     p.add_argument("--log", help="write errors to this file instead of stderr")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     p.add_argument("--debug", action="store_true", help="accepted for runc compatibility")
@@ -49,8 +52,10 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("id")
         return cmd
 
-    for name, help in (("create", "set a container up; it waits for start"),
-                       ("run", "create and start a container, wait for it, delete it")):
+    for name, help in (
+        ("create", "set a container up; it waits for start"),
+        ("run", "create and start a container, wait for it, delete it"),
+    ):
         cmd = with_id(name, help)
         cmd.add_argument("--bundle", "-b", default=".")
         cmd.add_argument("--pid-file")
@@ -72,8 +77,10 @@ def parser() -> argparse.ArgumentParser:
 
 def _create(args, detach: bool = True) -> lifecycle.Container:
     if args.console_socket:
-        raise LabkitError("--console-socket is not supported by labkit-runtime yet: set "
-                          "process.terminal to false in config.json and leave it out.")
+        raise LabkitError(
+            "--console-socket is not supported by labkit-runtime yet: set "
+            "process.terminal to false in config.json and leave it out."
+        )
     return lifecycle.create(args.id, args.bundle, root=args.root, pid_file=args.pid_file)
 
 
@@ -133,7 +140,7 @@ def dispatch(args) -> int:
 
 def log_error(args, message: str) -> None:
     """One error line, as runc writes it: logfmt text, or a JSON object per line."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if getattr(args, "log_format", "text") == "json":
         line = json.dumps({"level": "error", "msg": message, "time": now})
     else:

@@ -25,9 +25,9 @@ if __name__ == "__main__":
     # Run as a script: make the package importable without site-packages (-S keeps start-up fast).
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from labkit import _init  # noqa: E402
-from labkit.container.spec import Spec  # noqa: E402
-from labkit.container.steps import STEPS, Setup  # noqa: E402
+from labkit import _init
+from labkit.container.spec import Spec
+from labkit.container.steps import STEPS, Setup
 
 
 def fail(setup: Setup, step: str, error: BaseException) -> None:
@@ -39,8 +39,13 @@ def fail(setup: Setup, step: str, error: BaseException) -> None:
     else:
         message = str(error) or type(error).__name__
     if setup.channel is not None:
-        setup.channel.send("error", step=step, type=type(error).__name__,
-                           errno=getattr(error, "errno", None) or 0, message=message)
+        setup.channel.send(
+            "error",
+            step=step,
+            type=type(error).__name__,
+            errno=getattr(error, "errno", None) or 0,
+            message=message,
+        )
     else:
         os.write(2, f"labkit-runtime init: {step}: {message}\n".encode())
     os._exit(1 if setup.channel is not None else 127)
@@ -65,7 +70,7 @@ def main(status_fd: int, control_fd: int) -> None:
             step.run(setup)
         except SystemExit:
             raise
-        except BaseException as e:  # any failure, not only the kernel's, is named by its step
+        except BaseException as e:  # noqa: BLE001  any failure, not only the kernel's, is named
             fail(setup, step.name, e)
 
 

@@ -124,8 +124,10 @@ def get(container_id: str, root: str | os.PathLike | None = None) -> Container:
     except (FileNotFoundError, NotADirectoryError):
         raise NotFound("container does not exist") from None
     except (OSError, ValueError):
-        raise ContainerError(f"the state of container {container_id} in {d} is unreadable: "
-                             "remove it with labkit cleanup.") from None
+        raise ContainerError(
+            f"the state of container {container_id} in {d} is unreadable: "
+            "remove it with labkit cleanup."
+        ) from None
     return Container(container_id, d, record)
 
 
@@ -153,6 +155,7 @@ def create(
     root: str | os.PathLike | None = None,
     pid_file: str | os.PathLike | None = None,
     skip: list[str] | tuple[str, ...] = (),
+    image: str | None = None,
     stdin=None,
     stdout=None,
     stderr=None,
@@ -160,12 +163,14 @@ def create(
     """Set up container *container_id* from *bundle* (or *spec*) and leave it "created".
 
     Every step runs except those in *skip* (names from ``steps.NAMES``); the process waits for
-    ``start``. On any failure everything made so far is undone and ContainerError names the step.
+    ``start``. With *image* (a name in labkit's image store) the root is an overlay of the
+    image's layers with a fresh writable layer on top, in place of the spec's root.path. On any
+    failure everything made so far is undone and ContainerError names the step.
     """
     require_root("creating a container")
     check_name(container_id, "container id")
     bundle = Path(bundle).absolute()
-    spec = spec if spec is not None else load(bundle)
+    spec = spec if spec is not None else load(bundle, check_root=image is None)
     if not os.path.isabs(spec.root.path):
         spec.root.path = str(bundle / spec.root.path)
     _check_skip(skip)
@@ -179,10 +184,15 @@ def create(
         d.mkdir()
     except FileExistsError:
         raise ContainerError("container with given ID already exists") from None
-    cgroup = proc = None
+    cgroup = proc = image_root = None
     pid = None
     try:
         os.mkfifo(d / "exec.fifo", 0o622)
+        if image is not None:
+            from .. import images
+
+            image_root = f"ctr-{container_id}"
+            spec.root.path = str(images.mount_root(image, image_root).merged)
         if "join_cgroup" not in skip:
             cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
         proc, pid = _start_init(spec, d, cgroup, skip, stdin, stdout, stderr)
@@ -195,13 +205,14 @@ def create(
             "created": _now(),
             "annotations": spec.annotations,
             "cgroup": cgroup.name if cgroup else None,
+            "image_root": image_root,
             "skipped": list(skip),
         }
         _write_atomic(d / "state.json", json.dumps(record))
         if pid_file is not None:
             _write_atomic(Path(pid_file).absolute(), str(pid))
     except BaseException:
-        _undo(pid, proc, cgroup, d)
+        _undo(pid, proc, cgroup, d, image_root)
         raise
     return Container(container_id, d, record)
 
@@ -209,15 +220,17 @@ def create(
 def _check_skip(skip) -> None:
     for name in skip:
         if name not in steps_mod.NAMES:
-            raise BadInput(f"there is no set-up step {name!r}: choose from "
-                           f"{', '.join(steps_mod.NAMES)}.")
+            raise BadInput(
+                f"there is no set-up step {name!r}: choose from {', '.join(steps_mod.NAMES)}."
+            )
         if name in steps_mod.REQUIRED:
-            raise BadInput(f"the step {name!r} cannot be left out: without it there is no "
-                           "container to start.")
+            raise BadInput(
+                f"the step {name!r} cannot be left out: without it there is no container to start."
+            )
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -251,19 +264,25 @@ def _start_init(spec, d, cgroup, skip, stdin, stdout, stderr) -> tuple[subproces
     finally:
         os.close(status_w)
         os.close(control_r)
-    with os.fdopen(control_w, "wb", buffering=0) as control, \
-            os.fdopen(status_r, "rb", buffering=0) as status:
+    with (
+        os.fdopen(control_w, "wb", buffering=0) as control,
+        os.fdopen(status_r, "rb", buffering=0) as status,
+    ):
         try:
             if cgroup is not None:
                 # join_cgroup: before the child makes any namespace, so everything it makes
                 # and every process it forks is counted and limited from the start.
                 cgroup.add(proc.pid)
-            control.write(_init.frame({
-                "config": spec.to_dict(),
-                "fifo": str(d / "exec.fifo"),
-                "skip": list(skip),
-                "extra_paths": _extra_paths(spec),
-            }))
+            control.write(
+                _init.frame(
+                    {
+                        "config": spec.to_dict(),
+                        "fifo": str(d / "exec.fifo"),
+                        "skip": list(skip),
+                        "extra_paths": _extra_paths(spec),
+                    }
+                )
+            )
             pid = _follow(proc, status, control, spec, skip)
         except BaseException:
             if proc.poll() is None:
@@ -282,8 +301,10 @@ def _follow(proc, status, control, spec: Spec, skip) -> int:
         if left <= 0 or not select.select([status], [], [], left)[0]:
             if pid:
                 _kill(pid)
-            raise ContainerError(f"the container's init did not finish setting up within "
-                                 f"{SETUP_TIMEOUT:.0f} s and was killed.")
+            raise ContainerError(
+                f"the container's init did not finish setting up within "
+                f"{SETUP_TIMEOUT:.0f} s and was killed."
+            )
         chunk = status.read(4096)
         if not chunk:
             break  # every copy closed: created (or exec'd, with wait_for_start left out)
@@ -305,12 +326,19 @@ def _follow(proc, status, control, spec: Spec, skip) -> int:
                     _kill(pid)
                 raise ContainerError(
                     f"container set-up failed at step {event['step']}: {event['message']}"
-                    + ("" if event["type"] in ("OSError", "FileNotFoundError", "PermissionError")
-                       else f" ({event['type']})"), step=event["step"])
+                    + (
+                        ""
+                        if event["type"] in ("OSError", "FileNotFoundError", "PermissionError")
+                        else f" ({event['type']})"
+                    ),
+                    step=event["step"],
+                )
     if pid is None:
         proc.wait()
-        raise ContainerError(f"the container's init exited with status {proc.returncode} "
-                             "before it was set up (see its stderr).")
+        raise ContainerError(
+            f"the container's init exited with status {proc.returncode} "
+            "before it was set up (see its stderr)."
+        )
     return pid
 
 
@@ -332,13 +360,15 @@ def _wait_dead(container: Container, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while container.alive():
         if time.monotonic() > deadline:
-            raise ContainerError(f"container {container.id} (PID {container.pid}) is still there "
-                                 f"{timeout:g} s after SIGKILL: look for it in state D with ps.")
+            raise ContainerError(
+                f"container {container.id} (PID {container.pid}) is still there "
+                f"{timeout:g} s after SIGKILL: look for it in state D with ps."
+            )
         time.sleep(0.005)
 
 
-def _undo(pid, proc, cgroup, d: Path) -> None:
-    """Take back a half-made container: its process, its cgroup, its state directory."""
+def _undo(pid, proc, cgroup, d: Path, image_root: str | None) -> None:
+    """Take back a half-made container: its process, cgroup, root and state directory."""
     if pid:
         _kill(pid)
     if proc is not None and proc.poll() is None:
@@ -346,11 +376,20 @@ def _undo(pid, proc, cgroup, d: Path) -> None:
         proc.wait()
     if cgroup is not None:
         cgroup.remove()  # kills whatever is left in it, and waits until it is empty
+    if image_root is not None:
+        _unmount_image_root(image_root)
     shutil.rmtree(d, ignore_errors=True)
     try:
         d.parent.rmdir()
     except OSError:
         pass
+
+
+def _unmount_image_root(name: str) -> None:
+    from .. import images
+
+    if (images.roots_dir() / name).exists():
+        images.unmount_root(name)
 
 
 # --- start, kill, delete --------------------------------------------------------------------------
@@ -373,8 +412,10 @@ def start(container_id: str, root: str | os.PathLike | None = None) -> Container
     finally:
         os.close(fd)
     if data != b"0":
-        raise ContainerError(f"container {container_id} did not take the start signal within "
-                             f"{START_TIMEOUT:g} s (is its /proc missing?).")
+        raise ContainerError(
+            f"container {container_id} did not take the start signal within "
+            f"{START_TIMEOUT:g} s (is its /proc missing?)."
+        )
     c.fifo.unlink()
     return c
 
@@ -383,7 +424,7 @@ SIGNALS = {s.name: s for s in signal.Signals if not s.name.startswith("SIG_")}
 
 
 def parse_signal(value: str | int) -> int:
-    """"KILL", "SIGKILL" or "9" -> 9, as `runc kill` accepts them."""
+    """ "KILL", "SIGKILL" or "9" -> 9, as `runc kill` accepts them."""
     text = str(value).upper()
     if text.isdigit() and 0 < int(text) < signal.NSIG:
         return int(text)
@@ -407,8 +448,9 @@ def delete(container_id: str, force: bool = False, root: str | os.PathLike | Non
     c = get(container_id, root)
     status = c.status
     if status == "running" and not force:
-        raise ContainerError(f"cannot delete container {container_id} that is not stopped: "
-                             f"{status}")
+        raise ContainerError(
+            f"cannot delete container {container_id} that is not stopped: {status}"
+        )
     remove(c)
 
 
@@ -419,6 +461,8 @@ def remove(c: Container) -> None:
         _wait_dead(c)
     if c.cgroup is not None:
         c.cgroup.remove()
+    if c.record.get("image_root"):
+        _unmount_image_root(c.record["image_root"])
     shutil.rmtree(c.dir, ignore_errors=True)
     try:
         c.dir.parent.rmdir()  # the last container gone: leave no empty directory behind
@@ -432,8 +476,11 @@ def wait(c: Container, timeout: float | None = None) -> int:
     while True:
         pid, status = os.waitpid(c.pid, os.WNOHANG if deadline else 0)
         if pid:
-            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) \
+            return (
+                os.waitstatus_to_exitcode(status)
+                if os.WIFEXITED(status)
                 else 128 + os.WTERMSIG(status)
+            )
         if time.monotonic() > deadline:
             raise TimeoutError(f"container {c.id} still runs after {timeout:g} s.")
         time.sleep(0.005)

@@ -262,10 +262,14 @@ def default_mounts() -> list[Mount]:
             "devpts",
             ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
         ),
-        Mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        Mount(
+            "/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]
+        ),
         Mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
         Mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", "ro"]),
-        Mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]),
+        Mount(
+            "/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", "ro"]
+        ),
     ]
 
 
@@ -350,11 +354,24 @@ def _dump(value):
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 PROPAGATIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable")
-RLIMITS = (
-    "RLIMIT_CPU RLIMIT_FSIZE RLIMIT_DATA RLIMIT_STACK RLIMIT_CORE RLIMIT_RSS RLIMIT_NPROC "
-    "RLIMIT_NOFILE RLIMIT_MEMLOCK RLIMIT_AS RLIMIT_LOCKS RLIMIT_SIGPENDING RLIMIT_MSGQUEUE "
-    "RLIMIT_NICE RLIMIT_RTPRIO RLIMIT_RTTIME"
-).split()  # in the kernel's order: the index is the resource number
+RLIMITS = [
+    "RLIMIT_CPU",
+    "RLIMIT_FSIZE",
+    "RLIMIT_DATA",
+    "RLIMIT_STACK",
+    "RLIMIT_CORE",
+    "RLIMIT_RSS",
+    "RLIMIT_NPROC",
+    "RLIMIT_NOFILE",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_AS",
+    "RLIMIT_LOCKS",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+]  # in the kernel's order: the index is the resource number
 SECCOMP_ACTIONS = (
     "SCMP_ACT_KILL",
     "SCMP_ACT_KILL_PROCESS",
@@ -365,27 +382,45 @@ SECCOMP_ACTIONS = (
     "SCMP_ACT_ALLOW",
     "SCMP_ACT_LOG",
 )
-SECCOMP_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
-               "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ")
+SECCOMP_OPS = (
+    "SCMP_CMP_NE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_MASKED_EQ",
+)
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$")
 # Sysctls that belong to a namespace, so setting them inside cannot change the host (runc's list).
-_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+_IPC_SYSCTLS = (
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+)
 
 
 def check(spec: Spec) -> None:
     """Check what the JSON types cannot: names, paths, ranges, and combinations."""
     p = spec.process
     if not p.args or not all(p.args):
-        raise SpecError("process.args", "must name the program to run, e.g. [\"sh\"].")
+        raise SpecError("process.args", 'must name the program to run, e.g. ["sh"].')
     if not p.cwd.startswith("/"):
         raise SpecError("process.cwd", f"must be an absolute path, not {p.cwd!r}.")
     for i, entry in enumerate(p.env):
         if "=" not in entry or entry.startswith("="):
             raise SpecError(f"process.env[{i}]", f"must be NAME=VALUE, not {entry!r}.")
     if p.terminal:
-        raise SpecError("process.terminal", "is true, but labkit-runtime has no console socket "
-                        "support yet: set it to false and give the container files or pipes.")
+        raise SpecError(
+            "process.terminal",
+            "is true, but labkit-runtime has no console socket "
+            "support yet: set it to false and give the container files or pipes.",
+        )
     for name in ("uid", "gid"):
         if not 0 <= getattr(p.user, name) < 2**32 - 1:
             raise SpecError(f"process.user.{name}", "must be between 0 and 4294967294.")
@@ -393,22 +428,28 @@ def check(spec: Spec) -> None:
         for kind in ("bounding", "effective", "inheritable", "permitted", "ambient"):
             for i, name in enumerate(getattr(p.capabilities, kind)):
                 if name not in capabilities.NUMBERS:
-                    raise SpecError(f"process.capabilities.{kind}[{i}]",
-                                    f"{name!r} is not a capability: use names like CAP_CHOWN "
-                                    "(see man 7 capabilities).")
+                    raise SpecError(
+                        f"process.capabilities.{kind}[{i}]",
+                        f"{name!r} is not a capability: use names like CAP_CHOWN "
+                        "(see man 7 capabilities).",
+                    )
     for i, rl in enumerate(p.rlimits):
         if rl.type not in RLIMITS:
-            raise SpecError(f"process.rlimits[{i}].type",
-                            f"{rl.type!r} is not a resource limit: use one of RLIMIT_NOFILE, "
-                            "RLIMIT_NPROC, ... (see man 2 setrlimit).")
+            raise SpecError(
+                f"process.rlimits[{i}].type",
+                f"{rl.type!r} is not a resource limit: use one of RLIMIT_NOFILE, "
+                "RLIMIT_NPROC, ... (see man 2 setrlimit).",
+            )
         if not 0 <= rl.soft <= rl.hard:
             raise SpecError(f"process.rlimits[{i}]", "needs 0 <= soft <= hard.")
     if p.oom_score_adj is not None and not -1000 <= p.oom_score_adj <= 1000:
         raise SpecError("process.oomScoreAdj", "must be between -1000 and 1000.")
     for i, m in enumerate(spec.mounts):
         if not m.destination.startswith("/"):
-            raise SpecError(f"mounts[{i}].destination",
-                            f"must be an absolute path inside the container, not {m.destination!r}.")
+            raise SpecError(
+                f"mounts[{i}].destination",
+                f"must be an absolute path inside the container, not {m.destination!r}.",
+            )
     _check_linux(spec)
 
 
@@ -417,37 +458,50 @@ def _check_linux(spec: Spec) -> None:
     seen = set()
     for i, ns in enumerate(lx.namespaces):
         if ns.type not in NAMESPACE_TYPES:
-            raise SpecError(f"linux.namespaces[{i}].type",
-                            f"{ns.type!r} is not a namespace type: use one of "
-                            f"{', '.join(NAMESPACE_TYPES)}.")
+            raise SpecError(
+                f"linux.namespaces[{i}].type",
+                f"{ns.type!r} is not a namespace type: use one of {', '.join(NAMESPACE_TYPES)}.",
+            )
         if ns.type in seen:
             raise SpecError(f"linux.namespaces[{i}]", f"repeats the {ns.type} namespace.")
         seen.add(ns.type)
         if ns.path is not None and not os.path.exists(ns.path):
             raise SpecError(f"linux.namespaces[{i}].path", f"{ns.path} does not exist.")
     if "mount" not in seen:
-        raise SpecError("linux.namespaces", "must include a mount namespace: labkit does not "
-                        "change the host's own mount table.")
+        raise SpecError(
+            "linux.namespaces",
+            "must include a mount namespace: labkit does not change the host's own mount table.",
+        )
     if spec.hostname is not None:
         if "uts" not in seen:
-            raise SpecError("hostname", "needs a uts namespace in linux.namespaces, or the "
-                            "host's own hostname would change.")
+            raise SpecError(
+                "hostname",
+                "needs a uts namespace in linux.namespaces, or the "
+                "host's own hostname would change.",
+            )
         if not _HOSTNAME.match(spec.hostname):
-            raise SpecError("hostname", f"{spec.hostname!r} is not a hostname: use 1 to 63 "
-                            "letters, digits, '.' or '-'.")
+            raise SpecError(
+                "hostname",
+                f"{spec.hostname!r} is not a hostname: use 1 to 63 letters, digits, '.' or '-'.",
+            )
     if (lx.uid_mappings or lx.gid_mappings) and "user" not in seen:
         raise SpecError("linux.uidMappings", "need a user namespace in linux.namespaces.")
     if "user" in seen and (not lx.uid_mappings or not lx.gid_mappings):
-        raise SpecError("linux.uidMappings", "and linux.gidMappings are required with a user "
-                        "namespace, e.g. [{\"containerID\": 0, \"hostID\": 100000, \"size\": 65536}].")
+        raise SpecError(
+            "linux.uidMappings",
+            "and linux.gidMappings are required with a user "
+            'namespace, e.g. [{"containerID": 0, "hostID": 100000, "size": 65536}].',
+        )
     for name in ("uid_mappings", "gid_mappings"):
         for i, m in enumerate(getattr(lx, name)):
             if m.size < 1 or m.container_id < 0 or m.host_id < 0:
                 key = "uidMappings" if name == "uid_mappings" else "gidMappings"
                 raise SpecError(f"linux.{key}[{i}]", "needs ids >= 0 and a size of at least 1.")
     if lx.rootfs_propagation is not None and lx.rootfs_propagation not in PROPAGATIONS:
-        raise SpecError("linux.rootfsPropagation",
-                        f"{lx.rootfs_propagation!r} is not one of {', '.join(PROPAGATIONS)}.")
+        raise SpecError(
+            "linux.rootfsPropagation",
+            f"{lx.rootfs_propagation!r} is not one of {', '.join(PROPAGATIONS)}.",
+        )
     for key in lx.sysctl:
         _check_sysctl(key, seen)
     for name in ("masked_paths", "readonly_paths"):
@@ -476,27 +530,39 @@ def _check_sysctl(key: str, namespaces: set[str]) -> None:
         if "uts" not in namespaces:
             raise SpecError(where, "needs a uts namespace, or it would change the host's.")
     else:
-        raise SpecError(where, "is not a namespaced sysctl: setting it would change the whole "
-                        "host; only kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.*, "
-                        "kernel.hostname and kernel.domainname are allowed.")
+        raise SpecError(
+            where,
+            "is not a namespaced sysctl: setting it would change the whole "
+            "host; only kernel.msg*, kernel.sem, kernel.shm*, fs.mqueue.*, net.*, "
+            "kernel.hostname and kernel.domainname are allowed.",
+        )
 
 
 def _check_seccomp(spec: Spec) -> None:
     sc = spec.linux.seccomp
     if sc.default_action not in SECCOMP_ACTIONS:
-        raise SpecError("linux.seccomp.defaultAction",
-                        f"{sc.default_action!r} is not one of {', '.join(SECCOMP_ACTIONS)}.")
+        raise SpecError(
+            "linux.seccomp.defaultAction",
+            f"{sc.default_action!r} is not one of {', '.join(SECCOMP_ACTIONS)}.",
+        )
     for i, rule in enumerate(sc.syscalls):
         if rule.action not in SECCOMP_ACTIONS:
-            raise SpecError(f"linux.seccomp.syscalls[{i}].action",
-                            f"{rule.action!r} is not one of {', '.join(SECCOMP_ACTIONS)}.")
+            raise SpecError(
+                f"linux.seccomp.syscalls[{i}].action",
+                f"{rule.action!r} is not one of {', '.join(SECCOMP_ACTIONS)}.",
+            )
         for j, arg in enumerate(rule.args):
             if arg.op not in SECCOMP_OPS or not 0 <= arg.index <= 5:
-                raise SpecError(f"linux.seccomp.syscalls[{i}].args[{j}]",
-                                f"needs an index 0..5 and an op among {', '.join(SECCOMP_OPS)}.")
+                raise SpecError(
+                    f"linux.seccomp.syscalls[{i}].args[{j}]",
+                    f"needs an index 0..5 and an op among {', '.join(SECCOMP_OPS)}.",
+                )
     if not spec.process.no_new_privileges:
-        raise SpecError("linux.seccomp", "needs process.noNewPrivileges true: labkit loads the "
-                        "filter last, after the capability to load one without it is dropped.")
+        raise SpecError(
+            "linux.seccomp",
+            "needs process.noNewPrivileges true: labkit loads the "
+            "filter last, after the capability to load one without it is dropped.",
+        )
     seccomp_library()
 
 
@@ -505,9 +571,11 @@ def seccomp_library():
     try:
         import pyseccomp
     except (ImportError, OSError):
-        raise MissingFeature("linux.seccomp needs the pyseccomp package and libseccomp2: "
-                             "pip install pyseccomp and apt-get install libseccomp2, or remove "
-                             "linux.seccomp from config.json.") from None
+        raise MissingFeature(
+            "linux.seccomp needs the pyseccomp package and libseccomp2: "
+            "pip install pyseccomp and apt-get install libseccomp2, or remove "
+            "linux.seccomp from config.json."
+        ) from None
     return pyseccomp
 
 
@@ -522,8 +590,10 @@ def resource_limits(spec: Spec) -> dict:
             limits["memory"] = res.memory.limit
         if res.memory.swap is not None and res.memory.swap > 0:
             if res.memory.limit is None or res.memory.swap < res.memory.limit:
-                raise SpecError("linux.resources.memory.swap", "is memory plus swap: it must be "
-                                "at least linux.resources.memory.limit.")
+                raise SpecError(
+                    "linux.resources.memory.swap",
+                    "is memory plus swap: it must be at least linux.resources.memory.limit.",
+                )
             limits["swap"] = res.memory.swap - res.memory.limit
     if res.cpu:
         if res.cpu.quota is not None and res.cpu.quota > 0:
@@ -547,26 +617,35 @@ def resource_limits(spec: Spec) -> dict:
 # --- bundles ------------------------------------------------------------------------------------
 
 
-def load(bundle: str | os.PathLike) -> Spec:
-    """Read and check ``BUNDLE/config.json``; the root path is made absolute and checked."""
+def load(bundle: str | os.PathLike, check_root: bool = True) -> Spec:
+    """Read and check ``BUNDLE/config.json``; the root path is made absolute and checked.
+
+    check_root=False: the root will come from elsewhere (an image), so root.path may be missing.
+    """
     bundle = Path(bundle).absolute()
     config = bundle / "config.json"
     try:
         text = config.read_text()
     except FileNotFoundError:
-        raise BadInput(f"{config} does not exist: give the bundle directory that holds "
-                       "config.json (runc spec writes one).") from None
+        raise BadInput(
+            f"{config} does not exist: give the bundle directory that holds "
+            "config.json (runc spec writes one)."
+        ) from None
     except OSError as e:
         raise BadInput(f"{config} cannot be read: {e.strerror}.") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadInput(f"{config} is not JSON: {e.msg} at line {e.lineno}, "
-                       f"column {e.colno}.") from None
+        raise BadInput(
+            f"{config} is not JSON: {e.msg} at line {e.lineno}, column {e.colno}."
+        ) from None
     spec = Spec.from_dict(data)
     root = Path(spec.root.path)
     spec.root.path = str(root if root.is_absolute() else bundle / root)
-    if not os.path.isdir(spec.root.path):
-        raise SpecError("root.path", f"{spec.root.path} is not a directory: put the container's "
-                        "root filesystem there (labkit rootfs build DIR makes one).")
+    if check_root and not os.path.isdir(spec.root.path):
+        raise SpecError(
+            "root.path",
+            f"{spec.root.path} is not a directory: put the container's "
+            "root filesystem there (labkit rootfs build DIR makes one).",
+        )
     return spec

@@ -18,8 +18,8 @@ import os
 import resource
 import signal
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 # Everything the steps use is imported here, up front: after pivot_root the host's files, and
 # so Python's own library, are out of reach.
@@ -30,8 +30,16 @@ from . import capabilities
 from .spec import RLIMITS, Mount, Spec
 
 # OCI's namespace types, as the kernel (and labkit._init) name them in /proc/PID/ns.
-KINDS = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
-         "user": "user", "cgroup": "cgroup", "time": "time"}
+KINDS = {
+    "pid": "pid",
+    "network": "net",
+    "mount": "mnt",
+    "ipc": "ipc",
+    "uts": "uts",
+    "user": "user",
+    "cgroup": "cgroup",
+    "time": "time",
+}
 
 
 @dataclass
@@ -80,8 +88,9 @@ def unshare_user(s: Setup) -> None:
 
 def unshare_namespaces(s: Setup) -> None:
     """One unshare() for every other new namespace (pid applies to the children we fork)."""
-    _init.unshare_others([KINDS[ns.type] for ns in s.spec.linux.namespaces
-                          if ns.path is None and ns.type != "user"])
+    _init.unshare_others(
+        [KINDS[ns.type] for ns in s.spec.linux.namespaces if ns.path is None and ns.type != "user"]
+    )
 
 
 def fork_pid1(s: Setup) -> None:
@@ -111,13 +120,15 @@ def open_exec_fifo(s: Setup) -> None:
 # --- the root filesystem --------------------------------------------------------------------------
 
 _PROPAGATION = {
-    "private": ksys.MS_PRIVATE, "slave": ksys.MS_SLAVE, "shared": ksys.MS_SHARED,
+    "private": ksys.MS_PRIVATE,
+    "slave": ksys.MS_SLAVE,
+    "shared": ksys.MS_SHARED,
     "unbindable": ksys.MS_UNBINDABLE,
 }
 
 
 def propagation_flags(name: str) -> int:
-    """"rslave" -> MS_REC|MS_SLAVE: the r- form applies to every mount below too."""
+    """ "rslave" -> MS_REC|MS_SLAVE: the r- form applies to every mount below too."""
     recursive = name.startswith("r")
     flags = _PROPAGATION[name[1:] if recursive else name]
     return flags | ksys.MS_REC if recursive else flags
@@ -140,21 +151,41 @@ def bind_rootfs(s: Setup) -> None:
 
 # Mount options: (flag, set it?) — "ro" sets MS_RDONLY, "rw" clears it; data options pass through.
 _OPTIONS = {
-    "ro": (ksys.MS_RDONLY, True), "rw": (ksys.MS_RDONLY, False),
-    "nosuid": (ksys.MS_NOSUID, True), "suid": (ksys.MS_NOSUID, False),
-    "nodev": (ksys.MS_NODEV, True), "dev": (ksys.MS_NODEV, False),
-    "noexec": (ksys.MS_NOEXEC, True), "exec": (ksys.MS_NOEXEC, False),
-    "sync": (ksys.MS_SYNCHRONOUS, True), "async": (ksys.MS_SYNCHRONOUS, False),
-    "mand": (ksys.MS_MANDLOCK, True), "nomand": (ksys.MS_MANDLOCK, False),
-    "noatime": (ksys.MS_NOATIME, True), "atime": (ksys.MS_NOATIME, False),
-    "nodiratime": (ksys.MS_NODIRATIME, True), "diratime": (ksys.MS_NODIRATIME, False),
-    "relatime": (ksys.MS_RELATIME, True), "norelatime": (ksys.MS_RELATIME, False),
-    "strictatime": (ksys.MS_STRICTATIME, True), "nostrictatime": (ksys.MS_STRICTATIME, False),
-    "bind": (ksys.MS_BIND, True), "rbind": (ksys.MS_BIND | ksys.MS_REC, True),
-    "remount": (ksys.MS_REMOUNT, True), "silent": (ksys.MS_SILENT, True),
+    "ro": (ksys.MS_RDONLY, True),
+    "rw": (ksys.MS_RDONLY, False),
+    "nosuid": (ksys.MS_NOSUID, True),
+    "suid": (ksys.MS_NOSUID, False),
+    "nodev": (ksys.MS_NODEV, True),
+    "dev": (ksys.MS_NODEV, False),
+    "noexec": (ksys.MS_NOEXEC, True),
+    "exec": (ksys.MS_NOEXEC, False),
+    "sync": (ksys.MS_SYNCHRONOUS, True),
+    "async": (ksys.MS_SYNCHRONOUS, False),
+    "mand": (ksys.MS_MANDLOCK, True),
+    "nomand": (ksys.MS_MANDLOCK, False),
+    "noatime": (ksys.MS_NOATIME, True),
+    "atime": (ksys.MS_NOATIME, False),
+    "nodiratime": (ksys.MS_NODIRATIME, True),
+    "diratime": (ksys.MS_NODIRATIME, False),
+    "relatime": (ksys.MS_RELATIME, True),
+    "norelatime": (ksys.MS_RELATIME, False),
+    "strictatime": (ksys.MS_STRICTATIME, True),
+    "nostrictatime": (ksys.MS_STRICTATIME, False),
+    "bind": (ksys.MS_BIND, True),
+    "rbind": (ksys.MS_BIND | ksys.MS_REC, True),
+    "remount": (ksys.MS_REMOUNT, True),
+    "silent": (ksys.MS_SILENT, True),
 }
-_PROPAGATION_OPTIONS = ("private", "rprivate", "slave", "rslave", "shared", "rshared",
-                        "unbindable", "runbindable")
+_PROPAGATION_OPTIONS = (
+    "private",
+    "rprivate",
+    "slave",
+    "rslave",
+    "shared",
+    "rshared",
+    "unbindable",
+    "runbindable",
+)
 
 
 def mount_options(options: list[str]) -> tuple[int, int, str]:
@@ -204,8 +235,15 @@ def _preserved_flags(path: str) -> int:
     """The flags a remount must repeat: the kernel refuses to clear nosuid/nodev/noexec/atime
     flags it locked in a mount copied into a less privileged namespace."""
     st = os.statvfs(path)
-    keep = (ksys.MS_NOSUID | ksys.MS_NODEV | ksys.MS_NOEXEC | ksys.MS_NOATIME | ksys.MS_NODIRATIME
-            | ksys.MS_RELATIME | ksys.MS_RDONLY)
+    keep = (
+        ksys.MS_NOSUID
+        | ksys.MS_NODEV
+        | ksys.MS_NOEXEC
+        | ksys.MS_NOATIME
+        | ksys.MS_NODIRATIME
+        | ksys.MS_RELATIME
+        | ksys.MS_RDONLY
+    )
     return st.f_flag & keep  # statvfs's ST_* bits are the MS_* bits
 
 
@@ -227,8 +265,9 @@ def mount_one(root: str, m: Mount) -> None:
         # A bind takes no other flags: read-only, nosuid... need a second, remounting call.
         rest = flags & ~(ksys.MS_BIND | ksys.MS_REC)
         if rest:
-            ksys.mount(None, target, None, ksys.MS_BIND | ksys.MS_REMOUNT | rest
-                       | _preserved_flags(target))
+            ksys.mount(
+                None, target, None, ksys.MS_BIND | ksys.MS_REMOUNT | rest | _preserved_flags(target)
+            )
     else:
         os.makedirs(target, exist_ok=True)
         ksys.mount(m.source, target, m.type, flags, data or None)
@@ -242,7 +281,8 @@ def mount_cgroups(target: str, flags: int) -> None:
     On cgroup v1 (and hybrid) that is a tmpfs with one bind mount per hierarchy, each of the
     container's own cgroup directory in it; on v2 the unified hierarchy itself.
     """
-    own = layout.own_cgroups(open("/proc/self/cgroup").read())
+    with open("/proc/self/cgroup") as f:
+        own = layout.own_cgroups(f.read())
     cgroup_mounts = [m for m in mountinfo.mounts() if m.fstype in ("cgroup", "cgroup2")]
     bind_flags = ksys.MS_BIND | ksys.MS_REMOUNT | (flags & ~(ksys.MS_BIND | ksys.MS_REC))
     if layout.detect_mode() == "v2":
@@ -252,8 +292,13 @@ def mount_cgroups(target: str, flags: int) -> None:
         ksys.mount(source, target, None, ksys.MS_BIND | ksys.MS_REC)
         ksys.mount(None, target, None, bind_flags | _preserved_flags(target))
         return
-    ksys.mount("tmpfs", target, "tmpfs", ksys.MS_NOSUID | ksys.MS_NODEV | ksys.MS_NOEXEC
-               | ksys.MS_RELATIME, "mode=755")
+    ksys.mount(
+        "tmpfs",
+        target,
+        "tmpfs",
+        ksys.MS_NOSUID | ksys.MS_NODEV | ksys.MS_NOEXEC | ksys.MS_RELATIME,
+        "mode=755",
+    )
     for m in cgroup_mounts:
         if m.fstype != "cgroup":
             continue
@@ -263,8 +308,12 @@ def mount_cgroups(target: str, flags: int) -> None:
             continue
         dest = os.path.join(target, name)
         os.makedirs(dest, exist_ok=True)
-        ksys.mount(m.point + layout._relative(own[key], m.root).rstrip("/"), dest, None,
-                   ksys.MS_BIND | ksys.MS_REC)
+        ksys.mount(
+            m.point + layout._relative(own[key], m.root).rstrip("/"),
+            dest,
+            None,
+            ksys.MS_BIND | ksys.MS_REC,
+        )
         ksys.mount(None, dest, None, bind_flags | _preserved_flags(dest))
         for part in name.split(","):
             if part != name:  # co-mounted "cpu,cpuacct": each name leads to it
@@ -278,8 +327,14 @@ def mount_filesystems(s: Setup) -> None:
 
 
 # The devices every container gets: none of them reaches the host's hardware.
-DEFAULT_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-                   ("urandom", 1, 9), ("tty", 5, 0))
+DEFAULT_DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
 
 
 def create_devices(s: Setup) -> None:
@@ -287,9 +342,18 @@ def create_devices(s: Setup) -> None:
     dev = in_root(s.root, "/dev")
     os.makedirs(dev, exist_ok=True)
     wanted = [(name, "c", major, minor, 0o666, 0, 0) for name, major, minor in DEFAULT_DEVICES]
-    wanted += [(d.path.removeprefix("/dev/"), d.type, d.major, d.minor,
-                d.file_mode if d.file_mode is not None else 0o666, d.uid or 0, d.gid or 0)
-               for d in s.spec.linux.devices]
+    wanted += [
+        (
+            d.path.removeprefix("/dev/"),
+            d.type,
+            d.major,
+            d.minor,
+            d.file_mode if d.file_mode is not None else 0o666,
+            d.uid or 0,
+            d.gid or 0,
+        )
+        for d in s.spec.linux.devices
+    ]
     old = os.umask(0)
     try:
         for name, kind, major, minor, mode, uid, gid in wanted:
@@ -300,8 +364,12 @@ def create_devices(s: Setup) -> None:
                 open(path, "a").close()
                 ksys.mount("/dev/" + name, path, None, ksys.MS_BIND)
                 continue
-            kind_bits = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
-                         "p": stat.S_IFIFO}[kind]
+            kind_bits = {
+                "c": stat.S_IFCHR,
+                "u": stat.S_IFCHR,
+                "b": stat.S_IFBLK,
+                "p": stat.S_IFIFO,
+            }[kind]
             os.mknod(path, kind_bits | mode, os.makedev(major, minor))
             os.chown(path, uid, gid)
     finally:
@@ -310,8 +378,12 @@ def create_devices(s: Setup) -> None:
 
 def link_dev_symlinks(s: Setup) -> None:
     """/dev/fd, stdin, stdout, stderr (and ptmx, core) as the links programs expect."""
-    links = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-             "stderr": "/proc/self/fd/2"}
+    links = {
+        "fd": "/proc/self/fd",
+        "stdin": "/proc/self/fd/0",
+        "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2",
+    }
     if os.path.exists("/proc/kcore"):
         links["core"] = "/proc/kcore"
     dev = in_root(s.root, "/dev")
@@ -358,8 +430,12 @@ def mount_readonly_paths(s: Setup) -> None:
             ksys.mount(path, path, None, ksys.MS_BIND | ksys.MS_REC)
         except FileNotFoundError:
             continue  # this kernel has no such file: nothing to protect
-        ksys.mount(None, path, None, ksys.MS_BIND | ksys.MS_REMOUNT | ksys.MS_RDONLY
-                   | ksys.MS_REC | _preserved_flags(path))
+        ksys.mount(
+            None,
+            path,
+            None,
+            ksys.MS_BIND | ksys.MS_REMOUNT | ksys.MS_RDONLY | ksys.MS_REC | _preserved_flags(path),
+        )
 
 
 def mask_paths(s: Setup) -> None:
@@ -374,8 +450,9 @@ def mask_paths(s: Setup) -> None:
 def remount_root_readonly(s: Setup) -> None:
     """root.readonly: remount "/" read-only, last, once nothing more is made in it."""
     if s.spec.root.readonly:
-        ksys.mount(None, "/", None, ksys.MS_BIND | ksys.MS_REMOUNT | ksys.MS_RDONLY
-                   | _preserved_flags("/"))
+        ksys.mount(
+            None, "/", None, ksys.MS_BIND | ksys.MS_REMOUNT | ksys.MS_RDONLY | _preserved_flags("/")
+        )
 
 
 # --- privileges -----------------------------------------------------------------------------------
@@ -431,8 +508,11 @@ def set_capabilities(s: Setup) -> None:
     caps = s.spec.process.capabilities
     if caps is None:
         return
-    ksys.capset(capabilities.mask(caps.effective), capabilities.mask(caps.permitted),
-                capabilities.mask(caps.inheritable))
+    ksys.capset(
+        capabilities.mask(caps.effective),
+        capabilities.mask(caps.permitted),
+        capabilities.mask(caps.inheritable),
+    )
     for name in caps.ambient:
         try:
             ksys.prctl(ksys.PR_CAP_AMBIENT, ksys.PR_CAP_AMBIENT_RAISE, capabilities.NUMBERS[name])
@@ -464,6 +544,7 @@ def load_seccomp(s: Setup) -> None:
     if sc is None:
         return
     seccomp = s.seccomp
+
     def action(name: str, errno_ret: int | None):
         if name == "SCMP_ACT_ERRNO":
             return seccomp.ERRNO(errno_ret if errno_ret is not None else errno.EPERM)
@@ -471,22 +552,25 @@ def load_seccomp(s: Setup) -> None:
             return seccomp.TRACE(errno_ret or 0)
         return getattr(seccomp, name.removeprefix("SCMP_ACT_"))
 
-    ops = {f"SCMP_CMP_{op}": getattr(seccomp, op) for op in
-           ("NE", "LT", "LE", "EQ", "GE", "GT", "MASKED_EQ")}
+    ops = {
+        f"SCMP_CMP_{op}": getattr(seccomp, op)
+        for op in ("NE", "LT", "LE", "EQ", "GE", "GT", "MASKED_EQ")
+    }
     f = seccomp.SyscallFilter(action(sc.default_action, sc.default_errno_ret))
     f.set_attr(seccomp.Attr.CTL_NNP, 0)  # no_new_privs is the spec's to set, not libseccomp's
     for arch in sc.architectures:
         try:
             f.add_arch(getattr(seccomp.Arch, arch.removeprefix("SCMP_ARCH_")))
-        except Exception:
-            pass  # already there (the native one)
+        except OSError as e:
+            if e.errno != errno.EEXIST:  # the native one is there already
+                raise
     for rule in sc.syscalls:
         args = [seccomp.Arg(a.index, ops[a.op], a.value, a.value_two) for a in rule.args]
         for name in rule.names:
             try:
                 f.add_rule(action(rule.action, rule.errno_ret), name, *args)
-            except Exception:
-                pass  # a syscall this kernel or libseccomp does not know: runc skips it too
+            except ValueError:
+                continue  # a syscall this kernel or libseccomp does not know: runc skips it too
     f.load()
 
 
@@ -495,11 +579,18 @@ def load_seccomp(s: Setup) -> None:
 
 def wait_for_start(s: Setup) -> None:
     """Tell the parent we are created, then block on the exec FIFO until `start` opens it."""
+    handle = f"/proc/self/fd/{s.fifo_fd}"
+    if not os.path.exists(handle):
+        raise FileNotFoundError(
+            errno.ENOENT,
+            "the exec FIFO is reached through /proc, and "
+            "the container has no /proc: keep the /proc mount",
+        )
     s.channel.send("created")
     os.close(s.channel.status)
     s.channel = None
     # Opening a FIFO for writing blocks until someone opens it for reading: `start` does.
-    fd = os.open(f"/proc/self/fd/{s.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    fd = os.open(handle, os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
     os.close(fd)
 
@@ -526,7 +617,7 @@ class Step:
 
 PARENT_STEPS = {
     "join_cgroup": "The parent writes the init's PID into the container's cgroup, before any "
-                   "namespace exists.",
+    "namespace exists.",
     "write_id_maps": "The parent writes uid_map and gid_map of the new user namespace.",
 }
 
