@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -315,3 +317,43 @@ def test_an_image_not_in_the_store_is_one_sentence_and_nothing_is_made(tmp_path,
         lifecycle.create("noimg", bundle, image="nosuch:latest")
     assert "nosuch" in str(caught.value) and "\n" not in str(caught.value)
     assert not Cgroup("ctr-noimg").exists and not (state_dir / "containers").exists()
+
+
+def test_a_user_namespace_maps_root_and_limits_reach_the_cgroup(tmp_path, state_dir):
+    # The namespace's root is uid 100000 outside: the rootfs must be reachable by that uid, and
+    # pytest's tmp_path (0700) is not.
+    public = Path(tempfile.mkdtemp(prefix="labkit-test-userns-"))
+    try:
+        os.chmod(public, 0o755)
+        run_in_user_namespace(tmp_path, rootfs.build(public / "rootfs"))
+    finally:
+        shutil.rmtree(public)
+
+
+def run_in_user_namespace(tmp_path: Path, rootfs_dir: Path) -> None:
+    probe = (
+        "id -u; cat /proc/self/uid_map; grep CapEff /proc/self/status; "
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"
+    )
+    s = spec.Spec(spec.Process(["sh", "-c", probe]), root=spec.Root(str(rootfs_dir)))
+    s.linux.namespaces.append(spec.Namespace("user"))
+    s.linux.uid_mappings = s.linux.gid_mappings = [spec.IdMapping(0, 100000, 65536)]
+    s.linux.resources = spec.Resources(memory=spec.Memory(limit=64 << 20), pids=spec.Pids(20))
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(s.to_json())
+    with open(tmp_path / "out", "w") as f:
+        c = lifecycle.create("userns", bundle, stdout=f, stderr=subprocess.STDOUT)
+    # Root inside is uid 100000 outside: the host sees an unprivileged process.
+    assert os.stat(f"/proc/{c.pid}").st_uid == 100000
+    limits = Cgroup("ctr-userns").limits()
+    assert limits["pids.max"] == "20"
+    assert int(limits.get("memory.limit_in_bytes", limits.get("memory.max"))) == 64 << 20
+    lifecycle.start("userns")
+    assert wait_until(lambda: c.status == "stopped", 10)
+    lifecycle.delete("userns")
+    out = (tmp_path / "out").read_text().split("\n")
+    assert out[0] == "0" and out[1].split() == ["0", "100000", "65536"]
+    assert int(out[2].split()[1], 16) == capabilities.mask(capabilities.DOCKER_DEFAULT)
+    if Path("/sys/fs/cgroup/memory").is_dir():  # v1 and hybrid hosts; v2 has one directory
+        assert out[3:5] == [str(64 << 20), "20"]

@@ -56,7 +56,8 @@ def main(status_fd: int, control_fd: int) -> None:
     os.set_inheritable(control_fd, False)
     message = channel.receive()
     spec = Spec.from_dict(message["config"], checked=False)
-    setup = Setup(spec, channel, message["fifo"], set(message["skip"]))
+    os.set_inheritable(message["fifo_fd"], False)  # the container's process must not get it
+    setup = Setup(spec, channel, message["fifo_fd"], set(message["skip"]))
     if spec.linux.seccomp is not None:
         # Imported now: after pivot_root the library's files are out of reach.
         sys.path.extend(message["extra_paths"])

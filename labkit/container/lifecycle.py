@@ -187,7 +187,7 @@ def create(
     cgroup = proc = image_root = None
     pid = None
     try:
-        os.mkfifo(d / "exec.fifo", 0o622)
+        _make_exec_fifo(d / "exec.fifo", spec)
         if image is not None:
             from .. import images
 
@@ -215,6 +215,23 @@ def create(
         _undo(pid, proc, cgroup, d, image_root)
         raise
     return Container(container_id, d, record)
+
+
+def _make_exec_fifo(path: Path, spec: Spec) -> None:
+    """The FIFO `start` opens; owned by the container's root, who opens it to write."""
+    os.mkfifo(path)
+    os.chmod(path, 0o622)  # mkfifo's mode is cut by the umask
+    uid = _host_id(spec.linux.uid_mappings, spec.process.user.uid)
+    gid = _host_id(spec.linux.gid_mappings, spec.process.user.gid)
+    os.chown(path, uid, gid)
+
+
+def _host_id(mappings, inside: int) -> int:
+    """The host's id for *inside*, through a user namespace's map (no map: the same id)."""
+    for m in mappings:
+        if m.container_id <= inside < m.container_id + m.size:
+            return m.host_id + inside - m.container_id
+    return inside if not mappings else 65534  # unmapped: the kernel's overflow id
 
 
 def _check_skip(skip) -> None:
@@ -252,10 +269,12 @@ def _start_init(spec, d, cgroup, skip, stdin, stdout, stderr) -> tuple[subproces
     """Start the init child, put it in the cgroup, and follow its set-up to "created"."""
     status_r, status_w = os.pipe()
     control_r, control_w = os.pipe()
+    # open_exec_fifo: the init gets a handle, not the path; its user may not reach our state dir.
+    fifo_fd = os.open(d / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_INIT), str(status_w), str(control_r), str(d)],
-            pass_fds=(status_w, control_r),
+            pass_fds=(status_w, control_r, fifo_fd),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
@@ -277,7 +296,7 @@ def _start_init(spec, d, cgroup, skip, stdin, stdout, stderr) -> tuple[subproces
                 _init.frame(
                     {
                         "config": spec.to_dict(),
-                        "fifo": str(d / "exec.fifo"),
+                        "fifo_fd": fifo_fd,
                         "skip": list(skip),
                         "extra_paths": _extra_paths(spec),
                     }

@@ -48,9 +48,8 @@ class Setup:
 
     spec: Spec
     channel: _init.Channel
-    fifo: str  # the exec FIFO in the state directory: `start` opens it, and the init goes on
+    fifo_fd: int  # an O_PATH handle on the exec FIFO: `start` opens it, and the init goes on
     skip: set[str] = field(default_factory=set)
-    fifo_fd: int | None = None
     executable: str | None = None
     seccomp: object = None  # the pyseccomp module, imported before pivot_root when needed
 
@@ -110,11 +109,6 @@ def set_oom_score_adj(s: Setup) -> None:
     if s.spec.process.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(s.spec.process.oom_score_adj))
-
-
-def open_exec_fifo(s: Setup) -> None:
-    """Keep a handle on the exec FIFO: after pivot_root its path is out of reach (runc's trick)."""
-    s.fifo_fd = os.open(s.fifo, os.O_PATH | os.O_CLOEXEC)
 
 
 # --- the root filesystem --------------------------------------------------------------------------
@@ -619,6 +613,8 @@ PARENT_STEPS = {
     "join_cgroup": "The parent writes the init's PID into the container's cgroup, before any "
     "namespace exists.",
     "write_id_maps": "The parent writes uid_map and gid_map of the new user namespace.",
+    "open_exec_fifo": "The parent hands the init an O_PATH handle on the exec FIFO: the "
+    "state directory may be out of the container's reach (runc's trick).",
 }
 
 STEPS: tuple[Step, ...] = (
@@ -629,7 +625,7 @@ STEPS: tuple[Step, ...] = (
     Step("unshare_namespaces", unshare_namespaces),
     Step("fork_pid1", fork_pid1),
     Step("set_oom_score_adj", set_oom_score_adj),
-    Step("open_exec_fifo", open_exec_fifo),
+    Step("open_exec_fifo", None, "parent"),
     Step("make_root_private", make_root_private),
     Step("bind_rootfs", bind_rootfs),
     Step("mount_filesystems", mount_filesystems),
