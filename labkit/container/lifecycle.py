@@ -338,7 +338,7 @@ def _follow(proc, status, control, spec: Spec, skip) -> int:
             elif event["event"] == "pid":
                 pid = event["pid"]
                 proc.wait()  # the half that forked PID 1 exits at once
-            elif event["event"] == "created":
+            elif event["event"] == "created" and pid is not None:
                 return pid
             elif event["event"] == "error":
                 if pid:

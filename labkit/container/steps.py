@@ -98,10 +98,16 @@ def fork_pid1(s: Setup) -> None:
     The parent half only reports the child's PID and exits, so the container is nobody's child:
     it outlives the process that created it (and gets no parent-death signal).
     """
+    reported_r, reported_w = os.pipe()
     pid = os.fork()
     if pid:
         s.channel.send("pid", pid=pid)
-        os._exit(0)
+        os._exit(0)  # closes reported_w: the child may go on
+    os.close(reported_w)
+    # Wait until the parent half has reported our PID, so the caller hears "pid" before
+    # anything we send: both halves write to the same pipe.
+    os.read(reported_r, 1)
+    os.close(reported_r)
 
 
 def set_oom_score_adj(s: Setup) -> None:
