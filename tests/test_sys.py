@@ -84,3 +84,17 @@ def test_prctl_names_the_option():
 
 def test_statfs_knows_proc():
     assert ksys.statfs("/proc") == 0x9FA0  # PROC_SUPER_MAGIC
+
+
+def test_capget_reads_our_sets_and_names_a_missing_process():
+    effective, permitted, _inheritable = ksys.capget()
+    assert effective & ~permitted == 0 and effective >> 21 & 1  # root here holds CAP_SYS_ADMIN
+    e = refused(ksys.capget, 2**22 + 1)  # above the kernel's largest PID
+    assert e.errno == errno.ESRCH and "capget(4194305)" in str(e)
+
+
+def test_capset_refuses_an_effective_set_beyond_the_permitted_one():
+    # The kernel checks effective <= permitted before it changes anything.
+    e = refused(ksys.capset, 1, 0, 0)
+    assert e.errno == errno.EPERM and "capset" in str(e)
+    assert ksys.capget()[0] >> 21 & 1  # still root's sets
