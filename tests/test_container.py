@@ -357,3 +357,22 @@ def run_in_user_namespace(tmp_path: Path, rootfs_dir: Path) -> None:
     assert int(out[2].split()[1], 16) == capabilities.mask(capabilities.DOCKER_DEFAULT)
     if Path("/sys/fs/cgroup/memory").is_dir():  # v1 and hybrid hosts; v2 has one directory
         assert out[3:5] == [str(64 << 20), "20"]
+
+
+def test_mount_points_behind_symlinks_stay_inside_the_root(tmp_path, state_dir):
+    # A hostile image makes its mount points symlinks that climb out: /proc -> ../../../../OUT.
+    outside = tmp_path / "outside"
+    tree = rootfs.build(tmp_path / "rootfs")
+    (tree / "proc").rmdir()
+    (tree / "proc").symlink_to("../../../../../../../../.." + str(outside))
+    (tree / "mnt").symlink_to(str(outside) + "-mnt")
+    mounts = spec.Spec(spec.Process(["true"])).to_dict()["mounts"]
+    mounts.append({"destination": "/mnt/x", "type": "tmpfs", "source": "tmpfs"})
+    bundle = make_bundle(
+        tmp_path / "b", tree, ["sh", "-c", "cat /proc/self/stat > /dev/null; ls /"], mounts=mounts
+    )
+    out = run_to_end("links", bundle, tmp_path / "out")
+    # Nothing was made on the host's side of the links: they were resolved inside the root.
+    assert not outside.exists() and not Path(f"{outside}-mnt").exists()
+    assert (tree / f"{outside}-mnt".lstrip("/") / "x").is_dir()
+    assert "No such file" not in out
