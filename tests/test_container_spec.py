@@ -161,3 +161,55 @@ def test_labkit_runtime_refuses_bad_input_in_one_line_with_runcs_status(bundle, 
 def test_a_missing_bundle_is_one_sentence(tmp_path, state_dir):
     with pytest.raises(BadInput, match="config.json does not exist"):
         lifecycle.create("none", tmp_path / "nowhere")
+
+
+SCHEMAS = Path("/usr/share/gocode/src/github.com/opencontainers/runtime-spec/schema")
+
+
+def oci_validator(name: str):
+    """A validator for one of the OCI runtime spec's own JSON schemas (Debian's package)."""
+    import jsonschema
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT4
+
+    assert SCHEMAS.is_dir(), "scripts/setup test installs golang-github-opencontainers-specs-dev"
+    registry = Registry().with_resources(
+        (p.name, Resource.from_contents(json.loads(p.read_text()), DRAFT4))
+        for p in SCHEMAS.glob("*.json")
+    )
+    schema = json.loads((SCHEMAS / name).read_text())
+    return jsonschema.Draft4Validator(schema, registry=registry)
+
+
+def test_what_labkit_writes_is_valid_by_the_oci_schemas(bundle, state_dir):
+    config = oci_validator("config-schema.json")
+    s = Spec(spec.Process(["sh"]), hostname="box")
+    s.linux.namespaces.append(spec.Namespace("user"))
+    s.linux.uid_mappings = s.linux.gid_mappings = [spec.IdMapping(0, 100000, 65536)]
+    s.linux.resources = spec.Resources(
+        memory=spec.Memory(limit=64 << 20), cpu=spec.CPU(quota=50000, period=100000)
+    )
+    s.process.rlimits = [spec.Rlimit("RLIMIT_NOFILE", 1024, 1024)]
+    s.linux.seccomp = spec.Seccomp(
+        "SCMP_ACT_ALLOW", syscalls=[spec.SyscallRule(["mkdir"], "SCMP_ACT_ERRNO", 1)]
+    )
+    for document in (s.to_dict(), spec.load(bundle).to_dict()):
+        errors = [e.message for e in config.iter_errors(document)]
+        assert errors == []
+    # The schema and labkit agree on what is wrong, too.
+    assert list(config.iter_errors({**s.to_dict(), "hostname": 5}))
+    with pytest.raises(SpecError, match="^hostname must be a string"):
+        Spec.from_dict({**s.to_dict(), "hostname": 5})
+    c = lifecycle.create("schema", bundle)
+    try:
+        assert [e.message for e in oci_validator("state-schema.json").iter_errors(c.state())] == []
+    finally:
+        lifecycle.delete("schema", force=True)
+
+
+def test_seccomp_without_its_library_is_refused_in_one_sentence(bundle, state_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as if it were not installed
+    write_config(bundle, lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW"}))
+    with pytest.raises(spec.MissingFeature, match="^linux.seccomp needs the pyseccomp package"):
+        lifecycle.create("nosec", bundle)
+    assert not (state_dir / "containers").exists()
