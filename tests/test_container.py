@@ -210,7 +210,7 @@ def test_the_life_cycle_follows_ocis_states(tmp_path, rootfs_dir, state_dir):
         lifecycle.start("life")
     with pytest.raises(lifecycle.ContainerError, match="not stopped: running"):
         lifecycle.delete("life")
-    lifecycle.kill("life", "KILL")
+    lifecycle.kill("life", "KILL", all_processes=True)
     assert wait_until(lambda: lifecycle.get("life").status == "stopped")
     assert lifecycle.get("life").state()["pid"] == 0
     with pytest.raises(lifecycle.ContainerError, match="container not running"):

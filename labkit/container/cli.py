@@ -130,7 +130,7 @@ def dispatch(args) -> int:
         # runc prints the state without a final newline; tools parse it either way.
         sys.stdout.write(json.dumps(lifecycle.get(args.id, args.root).state(), indent=2))
     elif args.command == "kill":
-        lifecycle.kill(args.id, args.signal, args.root)
+        lifecycle.kill(args.id, args.signal, args.root, all_processes=args.all)
     elif args.command == "delete":
         lifecycle.delete(args.id, args.force, args.root)
     elif args.command == "list":

@@ -453,13 +453,26 @@ def parse_signal(value: str | int) -> int:
     raise BadInput(f"{value!r} is not a signal: give a name like TERM or KILL, or a number.")
 
 
-def kill(container_id: str, sig: str | int = "TERM", root: str | os.PathLike | None = None) -> None:
-    """Send *sig* to the container's PID 1 (with a PID namespace, SIGKILL ends all of it)."""
+def kill(
+    container_id: str,
+    sig: str | int = "TERM",
+    root: str | os.PathLike | None = None,
+    all_processes: bool = False,
+) -> None:
+    """Send *sig* to the container's PID 1 (with a PID namespace, SIGKILL ends all of it).
+
+    all_processes: to every process in the container's cgroup (`runc kill --all`).
+    """
     number = parse_signal(sig)
     c = get(container_id, root)
     if c.status == "stopped":
         raise ContainerError("container not running")
-    os.kill(c.pid, number)
+    pids = c.cgroup.pids() if all_processes and c.cgroup is not None else [c.pid]
+    for pid in pids:
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass  # exited meanwhile
 
 
 def delete(container_id: str, force: bool = False, root: str | os.PathLike | None = None) -> None:
