@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import _init
-from ..cgroups import Cgroup
+from ..cgroups import Cgroup, devices
 from ..errors import BadInput, LabkitError, require_root
 from ..state import check_name, state_dir
 from . import steps as steps_mod
@@ -184,7 +184,7 @@ def create(
         d.mkdir()
     except FileExistsError:
         raise ContainerError("container with given ID already exists") from None
-    cgroup = proc = image_root = None
+    cgroup = device_cgroup = proc = image_root = None
     pid = None
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
@@ -195,7 +195,9 @@ def create(
             spec.root.path = str(images.mount_root(image, image_root).merged)
         if "join_cgroup" not in skip:
             cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
-        proc, pid = _start_init(spec, d, cgroup, skip, stdin, stdout, stderr)
+            device_cgroup = devices.DeviceCgroup.create(f"ctr-{container_id}", _device_rules(spec))
+        groups = [g for g in (cgroup, device_cgroup) if g is not None]
+        proc, pid = _start_init(spec, d, groups, skip, stdin, stdout, stderr)
         record = {
             "id": container_id,
             "pid": pid,
@@ -205,6 +207,7 @@ def create(
             "created": _now(),
             "annotations": spec.annotations,
             "cgroup": cgroup.name if cgroup else None,
+            "devices_cgroup": str(device_cgroup.dir) if device_cgroup else None,
             "image_root": image_root,
             "skipped": list(skip),
         }
@@ -212,9 +215,15 @@ def create(
         if pid_file is not None:
             _write_atomic(Path(pid_file).absolute(), str(pid))
     except BaseException:
-        _undo(pid, proc, cgroup, d, image_root)
+        _undo(pid, proc, [g for g in (cgroup, device_cgroup) if g], d, image_root)
         raise
     return Container(container_id, d, record)
+
+
+def _device_rules(spec: Spec) -> list[str]:
+    """linux.resources.devices as device cgroup lines (after "deny all", before runc's defaults)."""
+    rules = spec.linux.resources.devices if spec.linux.resources else []
+    return [devices.rule(r.allow, r.type, r.major, r.minor, r.access) for r in rules]
 
 
 def _make_exec_fifo(path: Path, spec: Spec) -> None:
@@ -265,7 +274,7 @@ def _extra_paths(spec: Spec) -> list[str]:
     return [os.path.dirname(seccomp_library().__file__)]
 
 
-def _start_init(spec, d, cgroup, skip, stdin, stdout, stderr) -> tuple[subprocess.Popen, int]:
+def _start_init(spec, d, groups, skip, stdin, stdout, stderr) -> tuple[subprocess.Popen, int]:
     """Start the init child, put it in the cgroup, and follow its set-up to "created"."""
     status_r, status_w = os.pipe()
     control_r, control_w = os.pipe()
@@ -288,10 +297,10 @@ def _start_init(spec, d, cgroup, skip, stdin, stdout, stderr) -> tuple[subproces
         os.fdopen(status_r, "rb", buffering=0) as status,
     ):
         try:
-            if cgroup is not None:
+            for group in groups:
                 # join_cgroup: before the child makes any namespace, so everything it makes
                 # and every process it forks is counted and limited from the start.
-                cgroup.add(proc.pid)
+                group.add(proc.pid)
             control.write(
                 _init.frame(
                     {
@@ -386,15 +395,15 @@ def _wait_dead(container: Container, timeout: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def _undo(pid, proc, cgroup, d: Path, image_root: str | None) -> None:
+def _undo(pid, proc, groups, d: Path, image_root: str | None) -> None:
     """Take back a half-made container: its process, cgroup, root and state directory."""
     if pid:
         _kill(pid)
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait()
-    if cgroup is not None:
-        cgroup.remove()  # kills whatever is left in it, and waits until it is empty
+    for group in groups:
+        group.remove()  # the first kills whatever is left, and waits until it is empty
     if image_root is not None:
         _unmount_image_root(image_root)
     shutil.rmtree(d, ignore_errors=True)
@@ -493,6 +502,9 @@ def remove(c: Container) -> None:
         _wait_dead(c)
     if c.cgroup is not None:
         c.cgroup.remove()
+    if c.record.get("devices_cgroup"):
+        path = Path(c.record["devices_cgroup"])
+        devices.DeviceCgroup(path.name.removeprefix("labkit-"), path.parent).remove()
     if c.record.get("image_root"):
         _unmount_image_root(c.record["image_root"])
     shutil.rmtree(c.dir, ignore_errors=True)
@@ -523,7 +535,8 @@ def wait(c: Container, timeout: float | None = None) -> int:
 
 def leftovers() -> list[str]:
     """The containers in labkit's state directory, one line each."""
-    return [f"container: {c.id} ({c.status}, PID {c.pid})" for c in list_containers()]
+    found = [f"container: {c.id} ({c.status}, PID {c.pid})" for c in list_containers()]
+    return found + devices.leftovers()
 
 
 def remove_leftovers() -> None:
@@ -533,3 +546,4 @@ def remove_leftovers() -> None:
             remove(c)
         except (OSError, LabkitError):
             pass  # cleanup goes on; leftovers() still lists what could not be removed
+    devices.remove_leftovers()  # device cgroups of containers whose state was lost
