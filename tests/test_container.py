@@ -54,7 +54,7 @@ def run_to_end(container_id: str, bundle: Path, out: Path, **options) -> str:
 
 
 def test_the_steps_are_listed_in_runcs_order():
-    names = list(steps.NAMES)
+    names = [step.name for step in steps.STEPS]
     order = [
         "join_cgroup",
         "unshare_user",
@@ -75,7 +75,7 @@ def test_the_steps_are_listed_in_runcs_order():
         "wait_for_start",
         "exec_process",
     ]
-    positions = {n: names.index(n) for n in order}
+    positions = {n: len(names) - 1 - names[::-1].index(n) for n in order}  # the last place
     assert positions["join_cgroup"] < positions["unshare_user"] < positions["unshare_namespaces"]
     assert positions["fork_pid1"] < positions["make_root_private"] < positions["bind_rootfs"]
     assert positions["mount_filesystems"] < positions["create_devices"] < positions["pivot_root"]
@@ -93,7 +93,8 @@ def test_a_container_is_isolated_as_the_spec_says(tmp_path, rootfs_dir, state_di
         "echo pid $$; "
         "wc -c < /proc/keys; ls /proc/acpi | wc -l; "
         "echo 1 > /proc/sys/vm/overcommit_memory || echo sysctl refused; "
-        "mount -t tmpfs none /tmp || echo mount refused"
+        "mount -t tmpfs none /tmp || echo mount refused; grep Seccomp: /proc/self/status; "
+        "unshare -n true || echo unshare refused"
     )
     bundle = make_bundle(tmp_path / "b", rootfs_dir, ["sh", "-c", probe])
     out = run_to_end("iso", bundle, tmp_path / "out").splitlines()
@@ -127,6 +128,7 @@ def test_a_container_is_isolated_as_the_spec_says(tmp_path, rootfs_dir, state_di
     assert out[8] == "pid 1"
     assert out[9:11] == ["0", "0"]  # /proc/keys masked by /dev/null, /proc/acpi by a tmpfs
     assert "sysctl refused" in out and "mount refused" in out
+    assert "Seccomp:\t2" in out and "unshare refused" in out  # the default seccomp profile
 
 
 def test_a_step_left_out_shows_what_it_protected(tmp_path, rootfs_dir, state_dir):

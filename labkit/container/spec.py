@@ -195,7 +195,7 @@ class Linux:
     sysctl: dict[str, str] = field(default_factory=dict)
     rootfs_propagation: str | None = None
     devices: list[Device] = field(default_factory=list)
-    seccomp: Seccomp | None = None
+    seccomp: Seccomp | None = field(default_factory=lambda: _default_seccomp())
     cgroups_path: str | None = None
 
 
@@ -233,6 +233,12 @@ class Spec:
     def namespace(self, kind: str) -> Namespace | None:
         """The namespace entry of OCI type *kind* ("pid", "network", "mount"...), or None."""
         return next((ns for ns in self.linux.namespaces if ns.type == kind), None)
+
+
+def _default_seccomp() -> Seccomp:
+    from .seccomp import default_profile
+
+    return default_profile()
 
 
 # What runc's `runc spec` and Docker hide from a container's /proc and /sys, and make read-only.
@@ -315,7 +321,9 @@ def _load(hint, value, path: str):
             where = f"{path}.{key}" if path else key
             if key in value:
                 kwargs[f.name] = _load(hints[f.name], value[key], where)
-            elif f.default is MISSING and f.default_factory is MISSING:
+            elif f.default_factory is not MISSING:
+                kwargs[f.name] = _absent(hints[f.name], where)
+            elif f.default is MISSING:
                 raise SpecError(where, "is required.")
         return hint(**kwargs)
     origin = typing.get_origin(hint)
@@ -332,6 +340,22 @@ def _load(hint, value, path: str):
     if not ok:
         raise SpecError(path, f"must be {_describe(hint)}, not {json.dumps(value)[:40]}.")
     return value
+
+
+def _absent(hint, path: str):
+    """What a key left out of config.json means: nothing (no mounts, no seccomp filter...).
+
+    labkit's Python defaults (Docker's capabilities, runc's mounts) are for a Spec made in
+    Python; a config.json says everything itself, as runc reads it.
+    """
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return None
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return []
+    if origin is dict:
+        return {}
+    return _load(hint, {}, path)
 
 
 def _dump(value):
@@ -557,12 +581,6 @@ def _check_seccomp(spec: Spec) -> None:
                     f"linux.seccomp.syscalls[{i}].args[{j}]",
                     f"needs an index 0..5 and an op among {', '.join(SECCOMP_OPS)}.",
                 )
-    if not spec.process.no_new_privileges:
-        raise SpecError(
-            "linux.seccomp",
-            "needs process.noNewPrivileges true: labkit loads the "
-            "filter last, after the capability to load one without it is dropped.",
-        )
     seccomp_library()
 
 

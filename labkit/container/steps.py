@@ -538,8 +538,24 @@ def find_executable(s: Setup) -> None:
     raise FileNotFoundError(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH')
 
 
+def load_seccomp_privileged(s: Setup) -> None:
+    """Without no_new_privs, the seccomp filter now, while we still hold CAP_SYS_ADMIN.
+
+    The kernel loads a filter for a process without no_new_privs only if it has CAP_SYS_ADMIN,
+    so it goes in before the capabilities are dropped (as runc does); every step after it must
+    then be allowed by the filter.
+    """
+    if not s.spec.process.no_new_privileges:
+        _load_filter(s)
+
+
 def load_seccomp(s: Setup) -> None:
-    """The seccomp filter, last: from here on the kernel checks every system call against it."""
+    """With no_new_privs, the seccomp filter last: from here on every system call is checked."""
+    if s.spec.process.no_new_privileges:
+        _load_filter(s)
+
+
+def _load_filter(s: Setup) -> None:
     sc = s.spec.linux.seccomp
     if sc is None:
         return
@@ -646,6 +662,7 @@ STEPS: tuple[Step, ...] = (
     Step("remount_root_readonly", remount_root_readonly),
     Step("set_rlimits", set_rlimits),
     Step("set_no_new_privs", set_no_new_privs),
+    Step("load_seccomp", load_seccomp_privileged),
     Step("drop_bounding_set", drop_bounding_set),
     Step("switch_user", switch_user),
     Step("set_capabilities", set_capabilities),
@@ -656,7 +673,7 @@ STEPS: tuple[Step, ...] = (
     Step("exec_process", exec_process),
 )
 
-NAMES = tuple(step.name for step in STEPS)
+NAMES = tuple(dict.fromkeys(step.name for step in STEPS))  # load_seccomp has two places
 # Without these the container cannot exist at all, so they cannot be left out.
 REQUIRED = ("fork_pid1", "open_exec_fifo", "exec_process")
 
