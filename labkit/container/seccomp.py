@@ -16,18 +16,60 @@ from __future__ import annotations
 import errno
 
 from .. import sys as ksys
-from .spec import SeccompArg, Seccomp, SyscallRule
+from .spec import Seccomp, SeccompArg, SyscallRule
 
 # Kernel modules, kexec, reboot, clocks, swap, quotas, accounting, the keyring, BPF, perf,
 # mounts and namespaces, handles that bypass paths, old and obscure interfaces.
-BLOCKED = (
-    "acct add_key bpf clock_adjtime clock_settime create_module delete_module finit_module "
-    "get_kernel_syms init_module ioperm iopl kcmp kexec_file_load kexec_load keyctl "
-    "lookup_dcookie mount move_mount fsopen fsconfig fsmount fspick open_tree "
-    "name_to_handle_at nfsservctl open_by_handle_at perf_event_open pivot_root query_module "
-    "quotactl reboot request_key setns settimeofday stime swapon swapoff sysfs _sysctl umount "
-    "umount2 unshare uselib userfaultfd ustat vm86 vm86old"
-).split()
+BLOCKED = [
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "get_kernel_syms",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "move_mount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "open_tree",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "perf_event_open",
+    "pivot_root",
+    "query_module",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapon",
+    "swapoff",
+    "sysfs",
+    "_sysctl",
+    "umount",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vm86",
+    "vm86old",
+]
 
 NAMESPACE_FLAGS = (
     ksys.CLONE_NEWNS,
