@@ -252,7 +252,7 @@ def mount_one(root: str, m: Mount) -> None:
     flags, propagation, data = mount_options(m.options)
     target = in_root(root, m.destination)
     if m.type == "cgroup":
-        mount_cgroups(target, flags)
+        mount_cgroups(target, flags, m.source or "cgroup")
         return
     if flags & ksys.MS_BIND:
         source = m.source or ""
@@ -275,23 +275,20 @@ def mount_one(root: str, m: Mount) -> None:
         ksys.mount(None, target, None, propagation)
 
 
-def mount_cgroups(target: str, flags: int) -> None:
-    """/sys/fs/cgroup: the container's own cgroups, read-only, as runc shows them.
+def mount_cgroups(target: str, flags: int, source: str) -> None:
+    """/sys/fs/cgroup: the cgroup hierarchies, read-only, as runc shows them.
 
-    On cgroup v1 (and hybrid) that is a tmpfs with one bind mount per hierarchy, each of the
-    container's own cgroup directory in it; on v2 the unified hierarchy itself.
+    On cgroup v2 that is a fresh mount of the unified hierarchy (with a cgroup namespace its
+    root is the container's own cgroup). On v1 (and hybrid) it is a tmpfs with one bind mount per
+    hierarchy, each of the container's own cgroup directory in it.
     """
+    if layout.detect_mode() == "v2":
+        ksys.mount(source, target, "cgroup2", flags)
+        return
     with open("/proc/self/cgroup") as f:
         own = layout.own_cgroups(f.read())
-    cgroup_mounts = [m for m in mountinfo.mounts() if m.fstype in ("cgroup", "cgroup2")]
+    cgroup_mounts = [m for m in mountinfo.mounts() if m.fstype == "cgroup"]
     bind_flags = ksys.MS_BIND | ksys.MS_REMOUNT | (flags & ~(ksys.MS_BIND | ksys.MS_REC))
-    if layout.detect_mode() == "v2":
-        host = next(m for m in cgroup_mounts if m.point == str(layout.ROOT))
-        source = host.point + layout._relative(own[""], host.root)
-        os.makedirs(target, exist_ok=True)
-        ksys.mount(source, target, None, ksys.MS_BIND | ksys.MS_REC)
-        ksys.mount(None, target, None, bind_flags | _preserved_flags(target))
-        return
     ksys.mount(
         "tmpfs",
         target,
@@ -300,8 +297,6 @@ def mount_cgroups(target: str, flags: int) -> None:
         "mode=755",
     )
     for m in cgroup_mounts:
-        if m.fstype != "cgroup":
-            continue
         name = os.path.basename(m.point)
         key = next((o for o in m.super_options if o in own), None)
         if key is None:
