@@ -215,3 +215,18 @@ def test_seccomp_without_its_library_is_refused_in_one_sentence(bundle, state_di
     with pytest.raises(spec.MissingFeature, match="^linux.seccomp needs the pyseccomp package"):
         lifecycle.create("nosec", bundle)
     assert not (state_dir / "containers").exists()
+
+
+def test_labkit_runtime_is_a_console_script_with_runcs_commands():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "scripts"
+    ]
+    module, _, name = scripts["labkit-runtime"].partition(":")
+    entry = getattr(importlib.import_module(module), name)
+    assert callable(entry)
+    out = subprocess.run([*RUNTIME, "--help"], check=False, capture_output=True, text=True)
+    for command in ("create", "start", "state", "kill", "delete", "run", "list"):
+        assert command in out.stdout

@@ -51,9 +51,8 @@ def fail(setup: Setup, step: str, error: BaseException) -> None:
     os._exit(1 if setup.channel is not None else 127)
 
 
-def main(status_fd: int, control_fd: int) -> None:
-    channel = _init.Channel(status_fd, control_fd)
-    os.set_inheritable(control_fd, False)
+def receive_spec(channel: _init.Channel) -> Setup:
+    """The checked spec and the plan from the parent, and what must be imported before pivot."""
     message = channel.receive()
     spec = Spec.from_dict(message["config"], checked=False)
     os.set_inheritable(message["fifo_fd"], False)  # the container's process must not get it
@@ -64,6 +63,18 @@ def main(status_fd: int, control_fd: int) -> None:
         import pyseccomp
 
         setup.seccomp = pyseccomp
+    return setup
+
+
+def main(status_fd: int, control_fd: int) -> None:
+    channel = _init.Channel(status_fd, control_fd)
+    os.set_inheritable(control_fd, False)
+    try:
+        setup = receive_spec(channel)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001  reported like a step's failure
+        fail(Setup(None, channel, -1), "receive_spec", e)
     for step in STEPS:
         if step.run is None or step.name in setup.skip:
             continue
