@@ -283,7 +283,18 @@ def mount_cgroups(target: str, flags: int, source: str) -> None:
     hierarchy, each of the container's own cgroup directory in it.
     """
     if layout.detect_mode() == "v2":
-        ksys.mount(source, target, "cgroup2", flags)
+        try:
+            ksys.mount(source, target, "cgroup2", flags)
+        except PermissionError:
+            # In a user namespace without a cgroup namespace of its own the kernel refuses a
+            # fresh cgroup2 mount: show the host's, bound read-only.
+            ksys.mount("/sys/fs/cgroup", target, None, ksys.MS_BIND | ksys.MS_REC)
+            ksys.mount(
+                None,
+                target,
+                None,
+                ksys.MS_BIND | ksys.MS_REMOUNT | flags | _preserved_flags(target),
+            )
         return
     with open("/proc/self/cgroup") as f:
         own = layout.own_cgroups(f.read())
