@@ -301,16 +301,28 @@ def test_signals_by_name_and_number():
         lifecycle.parse_signal("BOOM")
 
 
-def test_a_root_from_the_image_store_is_an_overlay_removed_with_the_container(tmp_path, state_dir):
+def test_a_root_from_the_image_store_is_an_overlay_removed_with_the_container(
+    tmp_path, monkeypatch
+):
     from labkit import images, overlay
 
-    images.busybox_image("busybox:latest")
-    bundle = make_bundle(tmp_path / "b", tmp_path / "unused", ["sh", "-c", "echo hi > /new; ls /"])
-    out = run_to_end("img", bundle, tmp_path / "out", image="busybox:latest")
-    assert "new" in out.split() and "bin" in out.split()
-    assert [o.merged for o in overlay.live_overlays()] == []  # unmounted by delete
-    assert not (images.roots_dir() / "ctr-img").exists()
-    images.remove("busybox:latest")
+    # The store on a tmpfs (/run): overlayfs takes it as upper and lower everywhere, also in
+    # scripts/test-v2's guest, whose /tmp is itself an overlay.
+    store = Path(tempfile.mkdtemp(prefix="labkit-test-image-root-", dir="/run"))
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(store / "state"))
+    try:
+        images.busybox_image("busybox:latest")
+        bundle = make_bundle(
+            tmp_path / "b", tmp_path / "unused", ["sh", "-c", "echo hi > /new; ls /"]
+        )
+        out = run_to_end("img", bundle, tmp_path / "out", image="busybox:latest")
+        assert "new" in out.split() and "bin" in out.split()
+        assert [o.merged for o in overlay.live_overlays()] == []  # unmounted by delete
+        assert not (images.roots_dir() / "ctr-img").exists()
+        images.remove("busybox:latest")
+    finally:
+        cleanup.cleanup()
+        shutil.rmtree(store)
 
 
 def test_an_image_not_in_the_store_is_one_sentence_and_nothing_is_made(tmp_path, state_dir):
