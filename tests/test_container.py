@@ -390,3 +390,14 @@ def test_mount_points_behind_symlinks_stay_inside_the_root(tmp_path, state_dir):
     assert not outside.exists() and not Path(f"{outside}-mnt").exists()
     assert (tree / f"{outside}-mnt".lstrip("/") / "x").is_dir()
     assert "No such file" not in out
+
+
+def test_a_spec_made_in_python_is_checked_like_a_config_json(tmp_path, rootfs_dir, state_dir):
+    s = spec.Spec(spec.Process(["true"]), root=spec.Root(str(rootfs_dir)))
+    s.process.capabilities.effective.append("CAP_WIZARD")
+    with pytest.raises(spec.SpecError, match=r"^process.capabilities.effective\[14\] 'CAP_WIZARD'"):
+        lifecycle.create("py", tmp_path, spec=s)
+    s = spec.Spec(spec.Process(["true"]), root=spec.Root(str(tmp_path / "none")))
+    with pytest.raises(spec.SpecError, match="^root.path .* is not a directory"):
+        lifecycle.create("py", tmp_path, spec=s)
+    assert not (state_dir / "containers").exists()

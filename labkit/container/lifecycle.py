@@ -32,7 +32,7 @@ from ..cgroups import Cgroup, devices
 from ..errors import BadInput, LabkitError, require_root
 from ..state import check_name, state_dir
 from . import steps as steps_mod
-from .spec import OCI_VERSION, Spec, load
+from .spec import OCI_VERSION, Spec, SpecError, check, load
 
 _INIT = Path(__file__).with_name("init.py")
 SETUP_TIMEOUT = 10.0  # seconds the init may take to set up before it is killed
@@ -170,9 +170,18 @@ def create(
     require_root("creating a container")
     check_name(container_id, "container id")
     bundle = Path(bundle).absolute()
-    spec = spec if spec is not None else load(bundle, check_root=image is None)
-    if not os.path.isabs(spec.root.path):
-        spec.root.path = str(bundle / spec.root.path)
+    if spec is None:
+        spec = load(bundle, check_root=image is None)
+    else:
+        check(spec)  # a Spec made in Python is checked as a config.json is
+        if not os.path.isabs(spec.root.path):
+            spec.root.path = str(bundle / spec.root.path)
+        if image is None and not os.path.isdir(spec.root.path):
+            raise SpecError(
+                "root.path",
+                f"{spec.root.path} is not a directory: put the "
+                "container's root filesystem there (labkit rootfs build DIR).",
+            )
     _check_skip(skip)
     from .spec import resource_limits
 
