@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -248,3 +250,70 @@ def drive(command: list[str], steps: list[tuple[str, ...]], tmp_path: Path) -> l
             status = text.strip()
         seen.append((step[0], out.returncode, status))
     return seen
+
+
+def console_session(command: list[str], bundle: Path, tmp_path: Path, cid: str) -> tuple:
+    """create --console-socket, receive the terminal's master, start, read what the process
+    wrote to its terminal; (create's status, the output), the container deleted after."""
+    path = tmp_path / f"{cid}.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    server.settimeout(30)
+    out = tmp_path / f"{cid}.out"
+    with open(out, "w") as f:
+        create = subprocess.Popen(
+            [*command, "create", "--console-socket", str(path), "--bundle", str(bundle), cid],
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=f,
+        )
+    try:
+        conn, _ = server.accept()
+        with conn:
+            _msg, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
+        assert create.wait(30) == 0, out.read_text()
+        master = fds[0]
+        subprocess.run([*command, "start", cid], check=True, timeout=30)
+        text = b""
+        for _ in range(100):  # bounded: until the terminal closes (EIO) or 100 reads
+            if not select.select([master], [], [], 5)[0]:
+                break
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break  # EIO: the last process holding the terminal exited
+            if not chunk:
+                break
+            text += chunk
+        os.close(master)
+        return create.returncode, text.decode()
+    finally:
+        subprocess.run([*command, "delete", "--force", cid], check=False, capture_output=True)
+        server.close()
+
+
+def test_a_terminal_through_the_console_socket_as_runc_gives_it(runc, bundle, tmp_path, state_dir):
+    probe = "tty; test -t 0 && echo stdin-tty; test -t 1 && echo stdout-tty; echo done"
+    change(bundle, lambda c: c["process"].update(terminal=True, args=["sh", "-c", probe]))
+    by_runc = console_session([runc, "--root", str(tmp_path / "runc")], bundle, tmp_path, "t1")
+    by_labkit = console_session(RUNTIME, bundle, tmp_path, "t2")
+    assert by_labkit == by_runc
+    assert by_labkit[1].splitlines() == ["/dev/pts/0", "stdin-tty", "stdout-tty", "done"]
+
+
+def test_a_terminal_without_a_console_socket_is_refused_by_both(runc, bundle, tmp_path, state_dir):
+    change(bundle, lambda c: c["process"].update(terminal=True))
+    results = []
+    for command in ([runc, "--root", str(tmp_path / "runc")], RUNTIME):
+        out = subprocess.run(
+            [*command, "create", "--bundle", str(bundle), "tty"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        results.append((out.returncode, "cannot allocate tty if" in out.stderr))
+    assert results[1] == results[0] == (1, True)
+    assert not Cgroup("ctr-tty").exists

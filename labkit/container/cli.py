@@ -75,13 +75,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _create(args, detach: bool = True) -> lifecycle.Container:
-    if args.console_socket:
-        raise LabkitError(
-            "--console-socket is not supported by labkit-runtime yet: set "
-            "process.terminal to false in config.json and leave it out."
-        )
-    return lifecycle.create(args.id, args.bundle, root=args.root, pid_file=args.pid_file)
+def _create(args) -> lifecycle.Container:
+    return lifecycle.create(
+        args.id,
+        args.bundle,
+        root=args.root,
+        pid_file=args.pid_file,
+        console_socket=args.console_socket,
+    )
 
 
 def _run(args) -> int:

@@ -57,6 +57,9 @@ def receive_spec(channel: _init.Channel) -> Setup:
     spec = Spec.from_dict(message["config"], checked=False)
     os.set_inheritable(message["fifo_fd"], False)  # the container's process must not get it
     setup = Setup(spec, channel, message["fifo_fd"], set(message["skip"]))
+    if message["console_fd"] is not None:
+        os.set_inheritable(message["console_fd"], False)
+        setup.console_fd = message["console_fd"]
     if spec.linux.seccomp is not None:
         # Imported now: after pivot_root the library's files are out of reach.
         sys.path.extend(message["extra_paths"])

@@ -21,6 +21,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -156,6 +157,7 @@ def create(
     pid_file: str | os.PathLike | None = None,
     skip: list[str] | tuple[str, ...] = (),
     image: str | None = None,
+    console_socket: str | os.PathLike | None = None,
     stdin=None,
     stdout=None,
     stderr=None,
@@ -163,7 +165,8 @@ def create(
     """Set up container *container_id* from *bundle* (or *spec*) and leave it "created".
 
     Every step runs except those in *skip* (names from ``steps.NAMES``); the process waits for
-    ``start``. With *image* (a name in labkit's image store) the root is an overlay of the
+    ``start``. With process.terminal, the container's stdio is a pseudo-terminal whose master
+    side is sent to the unix socket *console_socket* (as runc does). With *image* (a name in labkit's image store) the root is an overlay of the
     image's layers with a fresh writable layer on top, in place of the spec's root.path. On any
     failure everything made so far is undone and ContainerError names the step.
     """
@@ -183,6 +186,15 @@ def create(
                 "container's root filesystem there (labkit rootfs build DIR).",
             )
     _check_skip(skip)
+    if spec.process.terminal and console_socket is None:
+        raise ContainerError(
+            "cannot allocate tty if labkit-runtime will detach without setting console socket"
+        )
+    if console_socket is not None and not spec.process.terminal:
+        raise ContainerError(
+            "cannot use console socket if labkit-runtime will not allocate "
+            "tty: set process.terminal to true"
+        )
     from .spec import resource_limits
 
     limits = resource_limits(spec)
@@ -193,10 +205,12 @@ def create(
         d.mkdir()
     except FileExistsError:
         raise ContainerError("container with given ID already exists") from None
-    cgroup = device_cgroup = proc = image_root = None
+    cgroup = device_cgroup = proc = image_root = console = None
     pid = None
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
+        if console_socket is not None:
+            console = _connect_console(console_socket)
         if image is not None:
             from .. import images
 
@@ -206,7 +220,7 @@ def create(
             cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
             device_cgroup = devices.DeviceCgroup.create(f"ctr-{container_id}", _device_rules(spec))
         groups = [g for g in (cgroup, device_cgroup) if g is not None]
-        proc, pid = _start_init(spec, d, groups, skip, stdin, stdout, stderr)
+        proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr)
         record = {
             "id": container_id,
             "pid": pid,
@@ -226,7 +240,24 @@ def create(
     except BaseException:
         _undo(pid, proc, [g for g in (cgroup, device_cgroup) if g], d, image_root)
         raise
+    finally:
+        if console is not None:
+            console.close()  # the init has its own copy
     return Container(container_id, d, record)
+
+
+def _connect_console(path: str | os.PathLike) -> socket.socket:
+    """Connect to the caller's console socket; the init sends the terminal's master over it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(os.fspath(path))
+    except OSError as e:
+        sock.close()
+        raise BadInput(
+            f"cannot connect to the console socket {path}: {e.strerror}; give the "
+            "path of a listening unix socket."
+        ) from None
+    return sock
 
 
 def _device_rules(spec: Spec) -> list[str]:
@@ -283,7 +314,9 @@ def _extra_paths(spec: Spec) -> list[str]:
     return [os.path.dirname(seccomp_library().__file__)]
 
 
-def _start_init(spec, d, groups, skip, stdin, stdout, stderr) -> tuple[subprocess.Popen, int]:
+def _start_init(
+    spec, d, groups, skip, console, stdin, stdout, stderr
+) -> tuple[subprocess.Popen, int]:
     """Start the init child, put it in the cgroup, and follow its set-up to "created"."""
     status_r, status_w = os.pipe()
     control_r, control_w = os.pipe()
@@ -292,7 +325,7 @@ def _start_init(spec, d, groups, skip, stdin, stdout, stderr) -> tuple[subproces
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_INIT), str(status_w), str(control_r), str(d)],
-            pass_fds=(status_w, control_r, fifo_fd),
+            pass_fds=(status_w, control_r, fifo_fd, *([console.fileno()] if console else [])),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
@@ -315,6 +348,7 @@ def _start_init(spec, d, groups, skip, stdin, stdout, stderr) -> tuple[subproces
                     {
                         "config": spec.to_dict(),
                         "fifo_fd": fifo_fd,
+                        "console_fd": console.fileno() if console else None,
                         "skip": list(skip),
                         "extra_paths": _extra_paths(spec),
                     }

@@ -439,12 +439,6 @@ def check(spec: Spec) -> None:
     for i, entry in enumerate(p.env):
         if "=" not in entry or entry.startswith("="):
             raise SpecError(f"process.env[{i}]", f"must be NAME=VALUE, not {entry!r}.")
-    if p.terminal:
-        raise SpecError(
-            "process.terminal",
-            "is true, but labkit-runtime has no console socket "
-            "support yet: set it to false and give the container files or pipes.",
-        )
     for name in ("uid", "gid"):
         if not 0 <= getattr(p.user, name) < 2**32 - 1:
             raise SpecError(f"process.user.{name}", "must be between 0 and 4294967294.")

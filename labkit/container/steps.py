@@ -14,10 +14,13 @@ Read kernel-facts.md ("runc's container set-up order") and runc's libcontainer
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import resource
 import signal
+import socket
 import stat
+import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,6 +54,7 @@ class Setup:
     fifo_fd: int  # an O_PATH handle on the exec FIFO: `start` opens it, and the init goes on
     skip: set[str] = field(default_factory=set)
     executable: str | None = None
+    console_fd: int | None = None  # a socket connected to the caller's --console-socket
     seccomp: object = None  # the pyseccomp module, imported before pivot_root when needed
 
     @property
@@ -416,6 +420,25 @@ def pivot_root(s: Setup) -> None:
     os.chdir("/")
 
 
+def set_up_console(s: Setup) -> None:
+    """process.terminal: a pseudo-terminal from the container's own devpts, as its stdio.
+
+    The master side goes to whoever listens on the console socket (SCM_RIGHTS); the slave
+    becomes the controlling terminal of a new session, and stdin, stdout and stderr.
+    """
+    if s.console_fd is None:
+        return
+    master, slave = os.openpty()  # /dev/ptmx is the link to /dev/pts/ptmx made above
+    with socket.socket(fileno=s.console_fd) as console:
+        socket.send_fds(console, [os.ttyname(slave).encode()], [master])
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+
+
 def set_hostname(s: Setup) -> None:
     """The container's hostname, in its own UTS namespace."""
     if s.spec.hostname is not None:
@@ -660,6 +683,7 @@ STEPS: tuple[Step, ...] = (
     Step("create_devices", create_devices),
     Step("link_dev_symlinks", link_dev_symlinks),
     Step("pivot_root", pivot_root),
+    Step("set_up_console", set_up_console),
     Step("set_hostname", set_hostname),
     # Sysctls go before the read-only paths: /proc/sys is one of them.
     Step("write_sysctls", write_sysctls),
