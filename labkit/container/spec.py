@@ -359,12 +359,13 @@ def _absent(hint, path: str):
 
 
 def _dump(value):
+    """A spec (or a part of it) as config.json's JSON object."""
     if is_dataclass(value):
         out = {}
         for f in fields(value):
             item = getattr(value, f.name)
-            if item is None or item == [] and f.name not in ("args",) or item == {}:
-                continue  # leave out what is unset, as runc's own spec does
+            if item is None or item == [] or item == {}:
+                continue  # leave out what is unset: a key left out means nothing (_absent)
             out[_key(f)] = _dump(item)
         return out
     if isinstance(value, list):
