@@ -317,7 +317,8 @@ def test_a_root_from_the_image_store_is_an_overlay_removed_with_the_container(
         )
         out = run_to_end("img", bundle, tmp_path / "out", image="busybox:latest")
         assert "new" in out.split() and "bin" in out.split()
-        assert [o.merged for o in overlay.live_overlays()] == []  # unmounted by delete
+        ours = [o.merged for o in overlay.live_overlays() if str(store) in str(o.merged)]
+        assert ours == []  # unmounted by delete
         assert not (images.roots_dir() / "ctr-img").exists()
         images.remove("busybox:latest")
     finally:
