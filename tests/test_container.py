@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -226,18 +227,27 @@ def test_the_life_cycle_follows_ocis_states(tmp_path, rootfs_dir, state_dir):
 def test_twenty_containers_at_once_leave_nothing(tmp_path, rootfs_dir, state_dir):
     bundle = make_bundle(tmp_path / "b", rootfs_dir, ["sleep", "60"])
     ids = [f"many{i}" for i in range(20)]
-    made = []
+
+    def up(cid: str) -> lifecycle.Container:
+        c = lifecycle.create(cid, bundle)
+        lifecycle.start(cid)
+        return c
+
+    # Created and started four at a time, from threads, as an engine would: the set-up of one
+    # must not disturb another's (their inits share the status pipes' framing, cgroup parents).
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(up, cid) for cid in ids]
     try:
-        for cid in ids:
-            made.append(lifecycle.create(cid, bundle))
-            lifecycle.start(cid)
+        made = [f.result() for f in futures]
         assert [c.status for c in lifecycle.list_containers()] == ["running"] * 20
         assert len({c.pid for c in made}) == 20
-        assert all(Cgroup(f"ctr-{cid}").pids() == [c.pid] for cid, c in zip(ids, made))
+        assert all(Cgroup(f"ctr-{c.id}").pids() == [c.pid] for c in made)
     finally:
-        for cid in ids[: len(made)]:
-            lifecycle.delete(cid, force=True)
-    assert all(dead(c.pid) for c in made)
+        with ThreadPoolExecutor(4) as pool:
+            list(
+                pool.map(lambda c: lifecycle.delete(c.id, force=True), lifecycle.list_containers())
+            )
+    assert all(dead(f.result().pid) for f in futures)
     assert not any(Cgroup(f"ctr-{cid}").exists for cid in ids)
     assert cleanup.leftovers() == []
 
