@@ -193,6 +193,10 @@ def test_the_life_cycle_has_runcs_exit_codes_and_states(runc, bundle, tmp_path, 
         ("create", "--bundle", str(bundle), "c3"),
         ("start", "c3"),
         ("delete", "--force", "c3"),
+        ("run", "--detach", "--bundle", str(bundle), "c4"),
+        ("state", "c4"),
+        ("kill", "c4", "SIGKILL"),
+        ("delete", "--force", "c4"),
         ("list", "--format", "json"),
     ]
     results = {}
@@ -203,7 +207,7 @@ def test_the_life_cycle_has_runcs_exit_codes_and_states(runc, bundle, tmp_path, 
         ):
             results[name] = drive(command, steps, tmp_path)
     finally:
-        for cid in ("c1", "c2", "c3"):
+        for cid in ("c1", "c2", "c3", "c4"):
             subprocess.run(
                 [runc, "--root", str(tmp_path / "runc"), "delete", "--force", cid],
                 check=False,
