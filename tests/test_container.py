@@ -412,3 +412,24 @@ def test_a_spec_made_in_python_is_checked_like_a_config_json(tmp_path, rootfs_di
     with pytest.raises(spec.SpecError, match="^root.path .* is not a directory"):
         lifecycle.create("py", tmp_path, spec=s)
     assert not (state_dir / "containers").exists()
+
+
+def test_sysctls_user_and_cwd_are_the_containers_own(tmp_path, rootfs_dir, state_dir):
+    probe = (
+        "cat /proc/sys/net/ipv4/ip_forward; id -u; id -g; id -G; pwd; "
+        "grep -E '^(CapEff|CapPrm)' /proc/self/status"
+    )
+    s = spec.Spec(spec.Process(["sh", "-c", probe]), root=spec.Root(str(rootfs_dir)))
+    s.linux.sysctl = {"net.ipv4.ip_forward": "1"}
+    s.process.user = spec.User(uid=65534, gid=65534, additional_gids=[100])
+    s.process.cwd = "/tmp"
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "config.json").write_text(s.to_json())
+    host_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    out = run_to_end("who", bundle, tmp_path / "out").splitlines()
+    assert out[0] == "1" and Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forward
+    assert out[1:5] == ["65534", "65534", "65534 100", "/tmp"]
+    # For a user other than root, exec keeps only ambient capabilities (none were asked for):
+    # the 14 of Docker's default are gone from both sets.
+    assert out[5] == "CapPrm:\t0000000000000000" and out[6] == "CapEff:\t0000000000000000"
