@@ -48,11 +48,10 @@ def unit(state_dir):
         proc.kill()
         proc.wait(timeout=10)
     cleanup.cleanup()
-    assert wait_until(lambda: not (path / "server" / "cgroup.procs").read_text().strip(), 5)
-    for child in sorted(path.iterdir(), reverse=True):
-        if child.is_dir():
-            child.rmdir()
-    path.rmdir()
+    cgroups = sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+    for cgroup in [*cgroups, path]:
+        assert wait_until(lambda c=cgroup: not (c / "cgroup.procs").read_text().strip(), 5)
+        cgroup.rmdir()
 
 
 def in_leaf(leaf: Path, code: str, procs: list, *args: str) -> subprocess.Popen:
@@ -126,6 +125,8 @@ def test_without_delegation_one_sentence_and_nothing_left(unit):
 def test_the_suggested_leaf_fix_works(unit):
     path, procs = unit
     # The sentence above says: mark the cgroup delegated and move the shell into a leaf below it.
+    # (The cgroup above it passes the controllers down, as systemd's slice does for a scope.)
+    (path / "cgroup.subtree_control").write_text("+memory +pids")
     os.setxattr(path / "server", "trusted.delegate", b"1")
     (path / "server" / "shell").mkdir()
     found = run_in_leaf(path / "server" / "shell", procs)

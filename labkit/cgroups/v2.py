@@ -94,6 +94,9 @@ class Backend:
         If the kernel refuses, a ``labkit/`` made here is removed again: nothing is left behind.
         """
         base, parent = self.hierarchy.base_dir, self.hierarchy.parent
+        if base != self.hierarchy.mount and read(base / "cgroup.procs"):
+            # Refuse before anything is made: it could never pass controllers on to labkit/.
+            raise MissingFeature(no_internal_processes(base, self.hierarchy.placement))
         wanted = [c for c in CONTROLLERS if c in read(base / "cgroup.controllers").split()]
         self._enable(base, wanted)
         for attempt in range(3):
