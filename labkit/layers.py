@@ -453,8 +453,8 @@ def _is_link(name: str, dir_fd: int) -> bool:
 class _Extract:
     """Apply one layer's entries, in order, below the directory *dest*."""
 
-    def __init__(self, dest: str, bounds: Bounds) -> None:
-        self.dest, self.bounds = dest, bounds
+    def __init__(self, dest: str, bounds: Bounds, blob: int | None) -> None:
+        self.dest, self.bounds, self.blob = dest, bounds, blob  # blob: the tar's fd, if a file
         self.tree = _Tree(dest)
         self.files: set[str] = set()  # regular files this layer made: the only hard link targets
         self.dirs: list[tuple[str, int]] = []  # (path, mtime): set last, children change it
@@ -468,8 +468,8 @@ class _Extract:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(member, rel, head, base)
             return
-        _filter_probe(member, rel, self.dest)
         fd, base = self.tree.parent(rel, member.name)
+        _filter_probe(member, rel, self.dest)
         if member.isdir():
             self._mkdir(fd, base, rel, member)
         elif member.isreg():
@@ -547,13 +547,27 @@ class _Extract:
         # O_EXCL|O_NOFOLLOW: a new file, never an old one nor a link's target; 0600 until chmod.
         out = os.open(base, _O_NEW, 0o600, dir_fd=fd)
         try:
-            src = archive.extractfile(member)
-            with open(out, "wb", closefd=False) as f:
-                shutil.copyfileobj(src, f, _CHUNK)
+            if self.blob is not None:
+                self._send(out, member)
+            else:
+                with open(out, "wb", closefd=False) as f:
+                    shutil.copyfileobj(archive.extractfile(member), f, _CHUNK)
             self._own(out, member)
             os.utime(out, (member.mtime, member.mtime))
         finally:
             os.close(out)
+
+    def _send(self, out: int, member: tarfile.TarInfo) -> None:
+        # The kernel copies from the layer blob to the new file: no pass through Python.
+        offset, left = member.offset_data, member.size
+        while left:
+            sent = os.sendfile(out, self.blob, offset, min(left, 1 << 30))
+            if not sent:
+                raise BadInput(
+                    f"the layer ends inside the file {show(member.name)}: the archive is "
+                    "truncated; save it again."
+                )
+            offset, left = offset + sent, left - sent
 
     @staticmethod
     def _own(fd: int, member: tarfile.TarInfo) -> None:
@@ -614,7 +628,8 @@ def apply_layer(
         else:
             archive = tarfile.open(fileobj=tar, mode="r:")
         with archive:
-            extract = _Extract(dest, bounds)
+            from_file = isinstance(tar, (str, os.PathLike))
+            extract = _Extract(dest, bounds, archive.fileobj.fileno() if from_file else None)
             try:
                 while (member := archive.next()) is not None:
                     name = member.name
