@@ -147,7 +147,7 @@ class Bounds:
 # --- names from an archive, as labkit prints them ---------------------------------------------
 
 
-def show(name: str, limit: int = 72) -> str:
+def show(name: str, limit: int = 100) -> str:
     """A name read from an archive, quoted for a message: control characters escaped (a newline
     or an ANSI escape in a name must not forge a line of labkit's output), long names shortened."""
     text = repr(str(name))
