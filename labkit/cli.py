@@ -156,7 +156,7 @@ def _add_image_commands(sub) -> None:
     )
     p.add_argument(
         "--max-entries",
-        help="most tar entries one import may unpack (default: $LABKIT_IMAGE_MAX_ENTRIES or 200000)",
+        help="most tar entries one import may unpack (default: $LABKIT_IMAGE_MAX_ENTRIES, 200000)",
     )
     p = verbs.add_parser("busybox", help="build the busybox base image offline from busybox-static")
     p.add_argument("name", nargs="?", default="busybox:latest")

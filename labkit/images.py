@@ -9,14 +9,16 @@ The store lives below labkit's state dir, so ``labkit cleanup`` finds it::
 
     images/blobs/sha256/<hex>   configs and layer tars (uncompressed), named by their digest
     images/layers/<hex>/        each layer applied once (whiteouts converted): an overlay lowerdir
-    images/repositories.json    {image id: [names]}
+    images/repositories.json    {image id: [names]}, replaced whole, under a lock:
+    images/repositories.lock    flock(2) by whoever changes the names
     images/roots/<name>/        upper, work and merged dirs of overlay roots made from images
     images/tmp/                 imports in progress, renamed into place only when complete
 
 Archives: ``docker save`` (manifest.json, in its legacy form with ``<id>/layer.tar`` and in
 Docker 25's form beside an OCI layout) and OCI image layouts (``oci-layout``, ``index.json``,
 ``blobs/sha256/``), as directories or tars. Nothing from an archive reaches the store before all
-of it has been checked.
+of it, every image it holds, has been checked and applied in ``images/tmp/``; every refusal is
+one sentence that names the archive's member (escaped: see ``layers.show``).
 """
 
 from __future__ import annotations
@@ -266,7 +268,11 @@ class _Stage:
 def _store_lock():
     """Hold the store's lock (flock on ``images/repositories.lock``) for a read-modify-write of
     the names file."""
-    fd = os.open(_make_store() / "repositories.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(
+        _make_store() / "repositories.lock",
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -332,7 +338,7 @@ class _Source:
                     self.members[layers._clean_name(m.name, "the archive holds the member")] = m
         except tarfile.TarError as e:
             raise BadInput(
-                f"{show(str(path))} is not a tar archive ({show(str(e), 60)[1:-1]}): give a "
+                f"{show(str(path))} is not a tar archive ({show(str(e), 60, quote=False)}): give a "
                 "'docker save' tar or an OCI layout."
             ) from None
 
@@ -413,7 +419,7 @@ class _Source:
         return data
 
     def read_json(self, rel: str, data: bytes | None = None, kind: type = dict):
-        """The JSON document *rel*, which must be a *kind* (an object, or a list) of bounded depth."""
+        """The JSON document *rel*: a *kind* (an object, or a list), of bounded depth."""
         try:
             doc = json.loads(data if data is not None else self.read(rel))
         except RecursionError:
@@ -454,7 +460,8 @@ def _field(doc: dict, key: str, kind: type, where: str, default=None):
     value = doc.get(key, default)
     if not isinstance(value, kind):
         raise BadInput(
-            f"the archive's {where} has {'no' if key not in doc else 'a malformed'} field "
+            f"the archive's {show(where, quote=False)} has "
+            f"{'no' if key not in doc else 'a malformed'} field "
             f"{key!r} (it must be a JSON {_JSON_KIND.get(kind, 'value')}): the archive is corrupt."
         )
     return value
@@ -542,7 +549,10 @@ def _oci_layout(src: _Source) -> list[_Found]:
             )
         for desc in _field(index, "manifests", list, where, []):
             if not isinstance(desc, dict):
-                raise BadInput(f"the archive's {show(where)} lists a manifest that is not an object: the archive is corrupt.")
+                raise BadInput(
+                    f"the archive's {show(where)} lists a manifest that is not an object: the "
+                    "archive is corrupt."
+                )
             if not _platform_ok(desc):
                 continue
             rel = _blob_rel(desc.get("digest"))
@@ -605,14 +615,14 @@ def _stage_image(src: _Source, stage: _Stage, image: _Found, names: list[str]) -
     """Check one image's config and layers and stage them; nothing reaches the store yet."""
     config_data = src.read(image.config)
     where = f"config {image.config}"
-    image_id = stage.add_json(config_data, image.config_digest, f"the {show(where)[1:-1]}")
+    image_id = stage.add_json(config_data, image.config_digest, f"the {show(where, quote=False)}")
     config = src.read_json(image.config, config_data)
     rootfs = _field(config, "rootfs", dict, where)
     diff_ids = _field(rootfs, "diff_ids", list, where + " (rootfs)")
     if not all(isinstance(d, str) and _DIGEST.match(d) for d in diff_ids):
         raise BadInput(
-            f"the {show(where)[1:-1]} lists a rootfs.diff_id that is not a sha256 digest: the "
-            "archive is corrupt."
+            f"the {show(where, quote=False)} lists a rootfs.diff_id that is not a sha256 "
+            "digest: the archive is corrupt."
         )
     if len(diff_ids) != len(image.layers):
         raise BadInput(
@@ -620,7 +630,7 @@ def _stage_image(src: _Source, stage: _Stage, image: _Found, names: list[str]) -
             "the archive is corrupt; save the image again."
         )
     for (rel, digest), diff_id in zip(image.layers, diff_ids):
-        what = f"the layer {show(str(rel))[1:-1]}"
+        what = f"the layer {show(str(rel), quote=False)}"
         with src.open(rel) as stream:
             got = stage.add_layer(stream, digest, what)
         _check_digest(got, diff_id, f"{what} (uncompressed)")
@@ -741,7 +751,9 @@ def export_image(ref: str, dest: str | os.PathLike) -> Path:
     except FileNotFoundError:
         st = None
     except OSError as e:
-        raise BadInput(f"{show(str(dest))} cannot be used ({e.strerror}): give a new path.") from None
+        raise BadInput(
+            f"{show(str(dest))} cannot be used ({e.strerror}): give a new path."
+        ) from None
     is_tar = dest.suffix == ".tar"
     if st is not None and (is_tar or not stat.S_ISDIR(st.st_mode) or any(os.scandir(dest))):
         raise BadInput(

@@ -9,8 +9,21 @@ lowerdir converts one form into the other, and writing a layer from an upper dir
 (containerd does exactly this).
 
 A layer is named by its *DiffID*, the sha256 of the uncompressed tar. A tar is also the classic
-way to attack whoever extracts it, so every entry is checked before anything is written: see
-``check_member``. Python's ``tarfile.data_filter`` runs as a second line of defence.
+way to attack whoever extracts it, and labkit extracts as root, so containment rests on no single
+check, and none of them on ``realpath`` of names the archive itself created:
+
+1. the names alone (``check_member``): no absolute path, no ``..``, no device node, no symlink
+   pointing out of the layer, no name longer than Linux allows;
+2. Python's ``tarfile.data_filter`` where it exists (3.11.4+), an extra line only: its realpath
+   check is what CVE-2025-4517 defeats;
+3. the walk (``_Tree``): every path is opened from the layer root one component at a time with
+   ``openat(O_DIRECTORY|O_NOFOLLOW)``, so a path through any symlink, made by this layer or
+   already below the destination, is refused; files are created ``O_CREAT|O_EXCL|O_NOFOLLOW``,
+   hard links may only name a regular file this layer made earlier, and whiteouts and opaque
+   markers go through the same walk before anything is made.
+
+Layer blobs are decompressed (gzip, xz, zstd) at most 1 MiB per step, and one import's bytes and
+entries are capped (``Bounds``), because a 10 MB gzip can hold 10 GiB.
 """
 
 from __future__ import annotations
@@ -147,10 +160,10 @@ class Bounds:
 # --- names from an archive, as labkit prints them ---------------------------------------------
 
 
-def show(name: str, limit: int = 100) -> str:
-    """A name read from an archive, quoted for a message: control characters escaped (a newline
-    or an ANSI escape in a name must not forge a line of labkit's output), long names shortened."""
-    text = repr(str(name))
+def show(name: str, limit: int = 100, quote: bool = True) -> str:
+    """A name read from an archive, for a message: control characters escaped (a newline or an
+    ANSI escape in a name must not forge a line of labkit's output), long names shortened."""
+    text = repr(str(name)) if quote else repr(str(name))[1:-1]
     if len(text) > limit:
         text = f"{text[: limit - 28]}...{text[-24:]}"
     return text
@@ -267,8 +280,8 @@ def uncompress(stream: BinaryIO, out: BinaryIO, bounds: Bounds, what: str) -> tu
             out.write(piece)
     except (zlib.error, lzma.LZMAError, EOFError, *_ZSTD_ERRORS) as e:
         raise BadInput(
-            f"{what} is not valid {kind} ({show(str(e), 60)[1:-1]}): the archive is corrupt or "
-            "truncated; save it again."
+            f"{what} is not valid {kind} ({show(str(e), 60, quote=False)}): the archive is "
+            "corrupt or truncated; save it again."
         ) from None
     return "sha256:" + blob_hash.hexdigest(), "sha256:" + diff_hash.hexdigest()
 
@@ -504,7 +517,9 @@ class _Extract:
             return
         name = base[len(WHITEOUT_PREFIX) :]
         if name in ("", ".", ".."):
-            raise BadInput(f"the layer holds the malformed whiteout {show(member.name)}: refusing it.")
+            raise BadInput(
+                f"the layer holds the malformed whiteout {show(member.name)}: refusing it."
+            )
         fd, _ = self.tree.parent(rel, member.name)
         gone = posixpath.join(head, name)
         self._replace(fd, name, gone, member, whiteout=True)
@@ -642,12 +657,13 @@ def apply_layer(
     except tarfile.ReadError as e:
         where = f" after the entry {show(name)}" if name != "?" else ""
         raise BadInput(
-            f"the layer is not a readable tar archive{where} ({show(str(e), 60)[1:-1]}): give "
-            "a tar, uncompressed or compressed with gzip, xz or zstd."
+            f"the layer is not a readable tar archive{where} ({show(str(e), 60, quote=False)}): "
+            "give a tar, uncompressed or compressed with gzip, xz or zstd."
         ) from None
     except tarfile.TarError as e:
         raise BadInput(
-            f"the layer cannot be applied ({show(str(e), 60)[1:-1]}): the archive is corrupt."
+            f"the layer cannot be applied ({show(str(e), 60, quote=False)}): the archive is "
+            "corrupt."
         ) from None
     except OSError as e:
         # The kernel's reason, without the path: that is a scratch dir, no use to the reader.

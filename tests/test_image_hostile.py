@@ -30,16 +30,7 @@ import pytest
 from labkit import cli, images, layers
 from labkit.errors import BadInput
 
-from .test_images import (  # noqa: F401 - store is a fixture
-    BASE,
-    TOP,
-    archive_files,
-    config_for,
-    sha,
-    store,
-    store_snapshot,
-    write_archive,
-)
+from .test_images import BASE, TOP, archive_files, config_for, sha, store_snapshot, write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +91,15 @@ def canary(tmp_path):
     c = Canary(tmp_path / "outside" / "canary")
     yield c
     assert c.unchanged(), "an archive changed the host outside the store"
+
+
+@pytest.fixture
+def store(state_dir, tmp_path):
+    """A store holding one image already (base:1), so "left as it was" means something."""
+    images.import_image(
+        write_archive(archive_files("legacy", [BASE], "base:1"), tmp_path / "b.tar")
+    )
+    return images.store_dir()
 
 
 @pytest.fixture(params=["with tarfile's filter", "without it"])
@@ -300,7 +300,9 @@ def test_a_layer_cannot_reach_outside(canary, filter_line, tmp_path, case):
 
 
 @pytest.mark.parametrize("what", ["file", "whiteout", "opaque"])
-def test_a_symlink_already_below_the_destination_is_not_followed(canary, filter_line, tmp_path, what):
+def test_a_symlink_already_below_the_destination_is_not_followed(
+    canary, filter_line, tmp_path, what
+):
     dest = tmp_path / "upper"
     dest.mkdir()
     os.symlink(canary.root, dest / "pre")  # e.g. an upper dir a container wrote into
@@ -423,7 +425,9 @@ def _fan_out(fan: int, levels: int) -> dict[str, bytes]:
 def test_an_index_that_repeats_one_manifest_imports_it_once(state_dir, tmp_path, monkeypatch):
     reads = []
     real_read = images._Source.read
-    monkeypatch.setattr(images._Source, "read", lambda s, rel: reads.append(rel) or real_read(s, rel))
+    monkeypatch.setattr(
+        images._Source, "read", lambda s, rel: reads.append(rel) or real_read(s, rel)
+    )
     path = write_archive(_fan_out(16, 3), tmp_path / "fan.tar")
     (image,) = images.import_image(path)
     assert image.names == ["test/app:1"]
@@ -526,7 +530,11 @@ def test_a_gzip_bomb_stops_at_the_size_bound_with_little_memory(state_dir, tmp_p
     env.pop("LABKIT_IMAGE_MAX_BYTES", None)
     start = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     message, peak_kib = out.stdout.splitlines()
@@ -642,7 +650,7 @@ def test_export_does_not_write_through_a_planted_link(store, canary, tmp_path, d
     canary.before = snapshot(canary.root.parent)
     dest = images.export_image("base:1", target / dest_name)
     assert not dest.is_symlink()
-    assert (dest.is_file() if dest_name == "out.tar" else (dest / "index.json").is_file())
+    assert dest.is_file() if dest_name == "out.tar" else (dest / "index.json").is_file()
     assert sorted(p.name for p in target.iterdir() if p.is_symlink()) == sorted(
         [f".{dest_name}.exporting", f".{dest_name}.tmp", f"{dest_name}.new"]
     )
