@@ -672,7 +672,8 @@ def import_image(
     except OSError as e:
         # The kernel's reason; never the scratch path, which is no use to the reader.
         raise LabkitError(
-            f"importing {show(str(source))} failed: {e.strerror or e}; the store is as it was "
+            f"importing {show(str(source))} failed: {e.strerror or type(e).__name__}; the store "
+            "is as it was "
             "(if the disk is full, free space or set LABKIT_STATE_DIR to a bigger filesystem)."
         ) from None
     finally:

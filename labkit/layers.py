@@ -231,9 +231,10 @@ class _HashedReader:
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self.chunks, self.pending = chunks, b""
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = _CHUNK) -> bytes:
         if not self.pending:
             self.pending = next(self.chunks, b"")
+        size = size if size >= 0 else len(self.pending)
         data, self.pending = self.pending[:size], self.pending[size:]
         return data
 
@@ -408,7 +409,9 @@ class _Tree:
 
     def __init__(self, dest: str) -> None:
         self.root = os.open(dest, _O_DIR)
-        self._cached: tuple[str, int] | None = None  # the last parent: entries come dir by dir
+        # The last parent, as entries come dir by dir. It stays valid: a directory is only ever
+        # removed by a whiteout, which is in the cached parent, never above it.
+        self._cached: tuple[str, int] | None = None
 
     def close(self) -> None:
         if self._cached:

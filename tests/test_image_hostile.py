@@ -330,6 +330,20 @@ def test_a_later_entry_replaces_an_earlier_link_instead_of_writing_through_it(
         assert "would be written outside the layer" in apply_refused(blob, dest)
 
 
+def test_a_whiteout_of_a_directory_of_the_same_layer_removes_it_inside_only(canary, tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    blob = tar_of(
+        entry("a/b/f1", data="1"),
+        entry("a/keep", "symlink", link=str(canary.secret)),
+        entry(".wh.a"),  # deletes a/ (and the link in it, not what the link points to)
+        entry("c/f2", data="2"),
+    )
+    layers.apply_layer(io.BytesIO(blob), dest)
+    assert stat.S_ISCHR(os.lstat(dest / "a").st_mode)
+    assert (dest / "c" / "f2").read_text() == "2"
+
+
 def test_the_layer_tree_matches_gnu_tar(tmp_path):
     """Owners, modes (setuid too), links, long names and times as GNU tar extracts them."""
     long = "deep/" + "/".join(["x" * 120] * 3) + "/file"
