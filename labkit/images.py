@@ -332,8 +332,12 @@ class _Source:
             # Legacy docker save links a repeated layer.tar to the first one: keep links too,
             # resolved by ``_member`` inside the archive only.
             self.members: dict[str, tarfile.TarInfo] = {}
+            # A gzip archive can claim members far bigger than itself: cap what they add up to.
+            claimed = layers.Bounds(bounds.max_bytes, bounds.max_entries)
             for m in self.tar:
                 bounds.add_entry(f"the archive's member {show(m.name)}")
+                if kind:
+                    claimed.add_bytes(m.size, f"the archive's member {show(m.name)}")
                 if m.isfile() or m.issym() or m.islnk():
                     self.members[layers._clean_name(m.name, "the archive holds the member")] = m
         except tarfile.TarError as e:

@@ -514,6 +514,7 @@ class _Extract:
                 return  # other .wh..wh. names are aufs bookkeeping, skipped as Docker does
             fd = self.tree.walk(head, member.name)
             try:
+                _filter_probe(member, rel, self.dest)
                 os.setxattr(fd, OPAQUE_XATTR, b"y")
             finally:
                 os.close(fd)
@@ -524,6 +525,7 @@ class _Extract:
                 f"the layer holds the malformed whiteout {show(member.name)}: refusing it."
             )
         fd, _ = self.tree.parent(rel, member.name)
+        _filter_probe(member, rel, self.dest)
         gone = posixpath.join(head, name)
         self._replace(fd, name, gone, member, whiteout=True)
         # The overlay form of a deletion: a 0/0 character device (see overlay.make_whiteout).
@@ -657,6 +659,13 @@ def apply_layer(
                 extract.finish()
             finally:
                 extract.tree.close()
+    except BadInput:
+        raise
+    except (OverflowError, ValueError) as e:  # e.g. a time or an id no syscall can take
+        raise BadInput(
+            f"the layer entry {show(name)} holds an impossible value "
+            f"({show(str(e), 60, quote=False)}): the archive is corrupt."
+        ) from None
     except tarfile.ReadError as e:
         where = f" after the entry {show(name)}" if name != "?" else ""
         raise BadInput(

@@ -572,6 +572,25 @@ def test_the_bounds_are_settable_and_named(store, tmp_path, monkeypatch):
     assert image.names == ["bounded:1"]
 
 
+def test_a_gzip_archive_cannot_claim_more_than_the_size_bound(store, tmp_path, monkeypatch):
+    files = archive_files("legacy", [BASE], "padded:1")
+    files["padding"] = bytes(2 << 20)  # 2 MiB of zeros: a few KiB of gzip
+    path = tmp_path / "padded.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, data in files.items():
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert path.stat().st_size < 64 << 10
+    monkeypatch.setenv("LABKIT_IMAGE_MAX_BYTES", "1M")
+    assert "the archive's member 'padding' takes the import past 1 MiB" in refused(path)
+
+
+def test_an_impossible_time_is_one_sentence(store, tmp_path):
+    blob = tar_of(entry("f", data="x", mtime=10**20))
+    assert "holds an impossible value" in refused(image_archive(tmp_path / "t.tar", [blob]))
+
+
 # --- compression: xz and zstd read, bzip2 refused for what it is -----------------------------
 
 
