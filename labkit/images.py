@@ -110,7 +110,7 @@ def full_name(name: str) -> str:
     """``busybox`` -> ``busybox:latest``; refuse what cannot be an image name."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadInput(
-            f"{name!r} is not an image name: use lower-case letters, digits and '._/-', "
+            f"{show(str(name))} is not an image name: use lower-case letters, digits and '._/-', "
             "optionally with ':TAG' (e.g. busybox:latest)."
         )
     return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
@@ -353,7 +353,7 @@ class _Source:
     def _rel(self, rel) -> str:
         if not isinstance(rel, str):
             raise BadInput(
-                f"the archive's manifest names a file by {show(repr(rel))}, which is not a path: "
+                f"the archive's manifest names a file by {show(str(rel))}, which is not a path: "
                 "the archive is corrupt."
             )
         try:
@@ -760,7 +760,7 @@ def export_image(ref: str, dest: str | os.PathLike) -> Path:
             f"{show(str(dest))} cannot be used ({e.strerror}): give a new path."
         ) from None
     is_tar = dest.suffix == ".tar"
-    if st is not None and (is_tar or not stat.S_ISDIR(st.st_mode) or any(os.scandir(dest))):
+    if st is not None and (is_tar or not stat.S_ISDIR(st.st_mode) or os.listdir(dest)):
         raise BadInput(
             f"{show(str(dest))} already exists: give a new path (NAME.tar for a tar, else a "
             "directory)."
@@ -786,7 +786,7 @@ def export_image(ref: str, dest: str | os.PathLike) -> Path:
                         out.write(content)
                     else:
                         with open(content, "rb") as f:
-                            shutil.copyfileobj(f, out, 1 << 20)
+                            shutil.copyfileobj(f, out, _CHUNK)
             os.chmod(tmp, 0o755)
             # rename(2) replaces an empty directory (or nothing) and never follows a link
             os.rename(tmp, dest)

@@ -572,6 +572,16 @@ def test_the_bounds_are_settable_and_named(store, tmp_path, monkeypatch):
     assert image.names == ["bounded:1"]
 
 
+def test_the_import_command_takes_the_bounds(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("LABKIT_IMAGE_MAX_BYTES", raising=False)
+    path = image_archive(tmp_path / "a.tar", [BASE, TOP], name="bounded:1")
+    assert cli.main(["image", "import", str(path), "--max-bytes", "4K"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "past 4 KiB uncompressed" in err
+    assert cli.main(["image", "import", str(path), "--max-bytes", "1M", "--max-entries", "99"]) == 0
+    assert "bounded:1" in capsys.readouterr().out
+
+
 def test_a_gzip_archive_cannot_claim_more_than_the_size_bound(store, tmp_path, monkeypatch):
     files = archive_files("legacy", [BASE], "padded:1")
     files["padding"] = bytes(2 << 20)  # 2 MiB of zeros: a few KiB of gzip
