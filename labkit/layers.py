@@ -395,6 +395,7 @@ def _filter_probe(member: tarfile.TarInfo, rel: str, dest: str) -> None:
 
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_DIRS = 64  # directory fds kept open while a layer is applied
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -409,24 +410,30 @@ class _Tree:
 
     def __init__(self, dest: str) -> None:
         self.root = os.open(dest, _O_DIR)
-        # The last parent, as entries come dir by dir. It stays valid: a directory is only ever
-        # removed by a whiteout, which is in the cached parent, never above it.
-        self._cached: tuple[str, int] | None = None
+        # Directories already walked to, by path: entries come back to them. A directory is
+        # only ever removed by a whiteout, which calls forget().
+        self._dirs: dict[str, int] = {}
 
     def close(self) -> None:
-        if self._cached:
-            os.close(self._cached[1])
+        self.forget()
         os.close(self.root)
+
+    def forget(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
 
     def parent(self, rel: str, name: str) -> tuple[int, str]:
         """An fd of *rel*'s parent directory (made if missing, as tar does), and *rel*'s base."""
         head, _, base = rel.rpartition("/")
-        if self._cached is None or self._cached[0] != head:
-            fd = self.walk(head, name)
-            if self._cached:
-                os.close(self._cached[1])
-            self._cached = (head, fd)
-        return self._cached[1], base
+        if not head:
+            return self.root, base
+        fd = self._dirs.get(head)
+        if fd is None:
+            if len(self._dirs) >= _OPEN_DIRS:
+                self.forget()
+            fd = self._dirs[head] = self.walk(head, name)
+        return fd, base
 
     def walk(self, rel: str, name: str, create: bool = True) -> int:
         """A new fd of the directory *rel*; the caller closes it."""
@@ -530,6 +537,7 @@ class _Extract:
         self._replace(fd, name, gone, member, whiteout=True)
         # The overlay form of a deletion: a 0/0 character device (see overlay.make_whiteout).
         os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=fd)
+        self.tree.forget()  # NAME may have been a directory with open fds below it
 
     def _replace(self, fd: int, base: str, rel: str, member, whiteout: bool = False) -> None:
         """A later entry replaces an earlier one of the same name, as tar does; never a dir."""
