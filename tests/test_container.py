@@ -49,7 +49,7 @@ def run_to_end(container_id: str, bundle: Path, out: Path, **options) -> str:
     with open(out, "w") as f:
         c = lifecycle.create(container_id, bundle, stdout=f, stderr=subprocess.STDOUT, **options)
     lifecycle.start(container_id)
-    assert wait_until(lambda: c.status == "stopped", 10), "the container did not finish"
+    assert wait_until(lambda: c.status == "stopped", 30), "the container did not finish"
     lifecycle.delete(container_id)
     return out.read_text()
 
@@ -288,7 +288,7 @@ def test_labkit_runtime_run_exits_as_the_container_did(tmp_path, rootfs_dir, sta
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert (out.returncode, out.stdout, out.stderr) == (7, "hello\n", "")
     bundle = make_bundle(tmp_path / "c", rootfs_dir, ["no-such-program"])
@@ -297,7 +297,7 @@ def test_labkit_runtime_run_exits_as_the_container_did(tmp_path, rootfs_dir, sta
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert out.returncode == 1 and len(out.stderr.splitlines()) == 1
     assert "at step find_executable" in out.stderr
@@ -375,7 +375,7 @@ def run_in_user_namespace(tmp_path: Path, rootfs_dir: Path) -> None:
     assert limits["pids.max"] == "20"
     assert int(limits.get("memory.limit_in_bytes", limits.get("memory.max"))) == 64 << 20
     lifecycle.start("userns")
-    assert wait_until(lambda: c.status == "stopped", 10)
+    assert wait_until(lambda: c.status == "stopped", 30)
     lifecycle.delete("userns")
     out = (tmp_path / "out").read_text().split("\n")
     assert out[0] == "0" and out[1].split() == ["0", "100000", "65536"]

@@ -256,7 +256,7 @@ def drive(command: list[str], steps: list[tuple[str, ...]], tmp_path: Path) -> l
                 stdin=subprocess.DEVNULL,
                 stdout=f,
                 stderr=e,
-                timeout=30,
+                timeout=120,
                 check=False,
             )
         text = (tmp_path / "out").read_text()
@@ -292,7 +292,7 @@ def console_session(command: list[str], bundle: Path, tmp_path: Path, cid: str) 
             _msg, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
         assert create.wait(30) == 0, out.read_text()
         master = fds[0]
-        subprocess.run([*command, "start", cid], check=True, timeout=30)
+        subprocess.run([*command, "start", cid], check=True, timeout=120)
         text = b""
         for _ in range(100):  # bounded: until the terminal closes (EIO) or 100 reads
             if not select.select([master], [], [], 5)[0]:
@@ -329,7 +329,7 @@ def test_a_terminal_without_a_console_socket_is_refused_by_both(runc, bundle, tm
             check=False,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=120,
             stdin=subprocess.DEVNULL,
         )
         results.append((out.returncode, "cannot allocate tty if" in out.stderr))

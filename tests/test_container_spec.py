@@ -128,7 +128,7 @@ def test_labkit_runtime_refuses_bad_input_in_one_line_with_runcs_status(bundle, 
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
@@ -152,7 +152,7 @@ def test_labkit_runtime_refuses_bad_input_in_one_line_with_runcs_status(bundle, 
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert out.returncode == 1 and out.stderr == ""
     entry = json.loads(log.read_text())

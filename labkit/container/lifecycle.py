@@ -36,8 +36,8 @@ from . import steps as steps_mod
 from .spec import OCI_VERSION, Spec, SpecError, check, load
 
 _INIT = Path(__file__).with_name("init.py")
-SETUP_TIMEOUT = 10.0  # seconds the init may take to set up before it is killed
-START_TIMEOUT = 5.0
+SETUP_TIMEOUT = 30.0  # seconds the init may take to set up (emulated kernels are slow)
+START_TIMEOUT = 30.0
 
 
 class ContainerError(LabkitError):
