@@ -206,11 +206,15 @@ def test_the_repository_is_copied_without_the_hosts_venv(tmp_path):
 # --- provision-vm -----------------------------------------------------------------------------
 
 
-def provision(root: Path, bin_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def provision(
+    root: Path, bin_dir: Path, *args: str, userns_switch: Path | None = None
+) -> subprocess.CompletedProcess:
+    """provision-vm into the scratch root; AppArmor's userns switch at *userns_switch* (none)."""
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "LABKIT_DESTDIR": str(root),
         "SYSTEMCTL_LOG": str(bin_dir / "systemctl.log"),
+        "LABKIT_USERNS_SYSCTL": str(userns_switch or bin_dir / "no-such-switch"),
     }
     return subprocess.run(
         ["bash", str(PROVISION), *args],
@@ -329,3 +333,59 @@ def test_provision_vm_rejects_unknown_options(tmp_path, fake_systemctl):
         "provision-vm: unknown option '--no-start': the only option is --no-setup."
     )
     assert not (tmp_path / "root").exists()
+
+
+def test_the_token_is_not_in_the_unit(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+    token = (root / "etc/labkit/jupyter-token").read_text()
+    assert "\n" not in token  # the server takes the file's whole text as the token
+    assert token not in (root / "etc/systemd/system/jupyterlab.service").read_text()
+
+
+def test_scripts_lab_hands_the_token_over_in_a_file():
+    text = (REPO / "scripts" / "lab").read_text()
+    exec_line = text[text.index("exec .venv/bin/jupyter") :]
+    assert "token" not in exec_line.lower()  # on the command line, `ps` would show it
+    assert "export JUPYTER_TOKEN_FILE=$token_file" in text
+    assert "--LabApp.news_url=None" in exec_line  # no news pop-up
+
+
+def test_apparmors_userns_restriction_is_lifted_where_the_kernel_has_it(tmp_path, fake_systemctl):
+    switch = tmp_path / "apparmor_restrict_unprivileged_userns"
+    switch.write_text("1\n")
+    root = tmp_path / "root"
+    first = provision(root, fake_systemctl, "--no-setup", userns_switch=switch)
+    assert first.returncode == 0, first.stderr
+    conf = root / "etc/sysctl.d/60-labkit-userns.conf"
+    lines = conf.read_text().splitlines()
+    assert "kernel.apparmor_restrict_unprivileged_userns = 0" in lines
+    assert any(line.startswith("#") and "lesson 05" in line for line in lines)  # says why
+    mtime = conf.stat().st_mtime_ns
+    assert provision(root, fake_systemctl, "--no-setup", userns_switch=switch).returncode == 0
+    assert conf.stat().st_mtime_ns == mtime
+    assert switch.read_text() == "1\n"  # a scratch root never touches the running kernel
+
+
+def test_no_sysctl_file_where_the_kernel_has_no_such_switch(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+    assert not (root / "etc/sysctl.d").exists()
+
+
+def test_test_vm_can_be_skipped_for_quick_runs():
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "test-vm")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "LABKIT_SKIP_VM": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "test-vm: skipped (LABKIT_SKIP_VM=1)."
+
+
+def test_the_readme_test_command_runs_the_vm_after_the_v2_kernel():
+    text = (REPO / "scripts" / "test").read_text()
+    assert text.index("scripts/test-v2") < text.index("scripts/test-vm")
