@@ -17,6 +17,7 @@ directory bind-mounted onto itself, since both sides are on the same device.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 
@@ -55,9 +56,16 @@ class Mount:
         return None
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def unescape(field: str) -> str:
-    """Undo mountinfo's octal escapes of space, tab, newline and backslash (``\\040``)."""
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    """Undo mountinfo's octal escapes of space, tab, newline and backslash (``\\040``).
+
+    The kernel escapes only those four bytes (``\\040 \\011 \\012 \\134``); every other byte,
+    UTF-8 included, is written as it is, so only the escapes are replaced.
+    """
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field) if "\\" in field else field
 
 
 def parse(text: str) -> list[Mount]:

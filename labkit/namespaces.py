@@ -348,6 +348,11 @@ def spawn(
         if not os.path.isdir(rootfs):
             raise BadInput(f"root filesystem {rootfs} is not a directory: build one with "
                            "labkit.rootfs.build() or 'labkit rootfs build'.")
+        if os.statvfs(rootfs).f_flag & os.ST_NOEXEC:
+            raise BadInput(f"root filesystem {rootfs} is on a mount with noexec, so the kernel "
+                           "would refuse to run anything in it: build it with "
+                           "labkit.rootfs.build(), which mounts a tmpfs that allows exec, or "
+                           "put it on another filesystem.")
     if mount_proc is None:
         mount_proc = {"pid", "mnt"} <= set(kinds)
     if mount_proc and "mnt" not in kinds:

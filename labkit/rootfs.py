@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import mountinfo
+from . import sys as ksys
 from .errors import BadInput, MissingFeature
 from .state import state_dir
 
@@ -55,6 +57,24 @@ _GROUP = "root:x:0:\nnobody:x:65534:\n"
 def default_dest() -> Path:
     """Where ``build()`` puts the root filesystem unless told otherwise (in the state dir)."""
     return state_dir() / "rootfs" / "busybox"
+
+
+def is_noexec(path: str | Path) -> bool:
+    """Whether the mount that holds *path* forbids running programs from it (``noexec``)."""
+    return bool(os.statvfs(path).f_flag & os.ST_NOEXEC)
+
+
+def _exec_capable(directory: Path) -> None:
+    """Make sure programs can be run from *directory*: mount a tmpfs there if they cannot.
+
+    The state directory sits in /run, which many systems (the lab VM among them) mount
+    ``noexec``: the kernel then refuses execve() of anything below it, a chroot's /bin/sh too.
+    A tmpfs mounted without noexec lifts that for the root filesystems alone; it is below the
+    state directory, so ``labkit cleanup`` unmounts it. nodev stays: /dev is mounted apart.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if is_noexec(directory) and str(directory) not in {m.point for m in mountinfo.mounts()}:
+        ksys.mount("labkit-rootfs", str(directory), "tmpfs", ksys.MS_NODEV, "mode=0755")
 
 
 def elf_interpreter(path: str | Path) -> str | None:
@@ -192,7 +212,10 @@ def build(dest: str | Path | None = None, *, busybox: str | Path | None = None) 
     *dest* and renamed into place, so a failed build leaves nothing half-made.
     """
     binary = static_busybox(busybox)
-    dest = Path(dest) if dest is not None else default_dest()
+    if dest is None:
+        dest = default_dest()
+        _exec_capable(dest.parent)
+    dest = Path(dest)
     build_id = _build_id(binary)
     if _os_release(dest).get("BUILD_ID") == build_id and (dest / "bin" / "sh").is_symlink():
         return dest
@@ -217,3 +240,15 @@ def build(dest: str | Path | None = None, *, busybox: str | Path | None = None) 
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def remove(dest: str | Path | None = None) -> None:
+    """Remove a root filesystem built by ``build()``, and the tmpfs under it once it is empty."""
+    dest = Path(dest) if dest is not None else default_dest()
+    _check_replaceable(dest)
+    shutil.rmtree(dest, ignore_errors=True)
+    parent = dest.parent
+    if dest == default_dest() and parent.is_dir() and not any(parent.iterdir()):
+        if str(parent) in {m.point for m in mountinfo.mounts()}:
+            ksys.umount2(str(parent), ksys.MNT_DETACH)
+        parent.rmdir()

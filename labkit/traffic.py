@@ -128,9 +128,22 @@ def shape(
                     raise
         except BaseException:
             if parent != "root":  # tbf was added: leave the interface as it was
-                ipr.tc("del", index=index, root=True)
+                _delete_root(ipr, index, "tbf", TBF_HANDLE)
             raise
     return shaping(ifname, netns)
+
+
+def _delete_root(ipr, index: int, kind: str, handle: int) -> None:
+    """RTM_DELQDISC of the root qdisc on interface *index*.
+
+    netem must be named by kind and handle (`tc qdisc del dev X root handle 10: netem`): asked
+    by position alone, the deletion is refused with EINVAL. pyroute2 builds a kind's options
+    even for a deletion and wants a rate for tbf, so tbf is deleted by position alone.
+    """
+    if kind == "netem":
+        ipr.tc("del", "netem", index, handle=handle, root=True)
+    else:
+        ipr.tc("del", index=index, root=True)
 
 
 def unshape(ifname: str, netns: str | None = None) -> None:
@@ -140,8 +153,9 @@ def unshape(ifname: str, netns: str | None = None) -> None:
         for qdisc in ipr.get_qdiscs(index=index):
             if qdisc["parent"] == TC_H_ROOT and qdisc["handle"] in (TBF_HANDLE, NETEM_HANDLE):
                 # Deleting the root qdisc deletes its children too (netem below tbf).
-                with _netlink(f"RTM_DELQDISC({ifname} root)"):
-                    ipr.tc("del", index=index, root=True)
+                kind = qdisc.get_attr("TCA_KIND")
+                with _netlink(f"RTM_DELQDISC({ifname} root {kind})"):
+                    _delete_root(ipr, index, kind, qdisc["handle"])
 
 
 def shaping(ifname: str, netns: str | None = None) -> Shaping:

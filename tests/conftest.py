@@ -41,27 +41,11 @@ def state_dir(tmp_path, monkeypatch):
 
 
 def run_as_nobody(code: str) -> subprocess.CompletedProcess:
-    """Run Python *code* with labkit importable as the unprivileged user nobody.
+    """Run Python *code* with labkit importable as the unprivileged user nobody (the lesson's
+    own helper: a world-readable copy of labkit, so a clone only root can read works too)."""
+    from labkit.lab.userns import as_nobody
 
-    The venv's interpreter may live below /root (pyenv), where nobody cannot read, so this uses
-    the system's python3 when it is new enough; labkit's core needs only the standard library.
-    """
-    import shutil
-    import sys
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parents[1])
-    python = sys.executable
-    system = shutil.which("python3", path="/usr/bin:/bin")
-    if system and subprocess.run([system, "-c", "import sys; assert sys.version_info >= (3, 11)"]).returncode == 0:
-        python = system
-    return subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", python, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": root, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"},
-    )
+    return as_nobody(code, timeout=60)
 
 
 def wait_until(predicate, seconds: float = 5.0) -> bool:

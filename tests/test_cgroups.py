@@ -176,9 +176,12 @@ def test_a_command_is_in_the_cgroup_from_its_first_instruction(box):
     cgroup = box("start")
     out = cgroup.start(["cat", "/proc/self/cgroup"], stdout=subprocess.PIPE, text=True)
     text, _ = out.communicate(timeout=5)
-    for h in cgroup.layout.hierarchies:
-        if h.controllers:
-            assert f"{','.join(h.controllers)}:{h.own.rstrip('/')}/labkit/{cgroup.dirname}" in text
+    lines = text.splitlines()
+    for d in cgroup.dirs:
+        # Each hierarchy's line names the cgroup's directory, relative to where it is mounted.
+        h = next(h for h in cgroup.layout.hierarchies if h.mount in d.parents)
+        line = f"{','.join(h.controllers)}:/{d.relative_to(h.mount)}"
+        assert any(x.split(":", 1)[1] == line for x in lines), (line, text)
 
 
 def test_add_moves_a_running_process_in(box):

@@ -367,3 +367,33 @@ def test_fake_a_check_that_crashes_is_reported_not_raised(fake, monkeypatch):
     assert [r.status for r in results] == [OK, FAIL]
     assert results[1].name == "explodes" and "boom" in results[1].summary
     assert doctor.exit_status(results) == 1
+
+
+@pytest.mark.fake_tree
+def test_fake_lab_vm_delegated_unit(fake):
+    """The lab VM's shape: the kernel in jupyterlab.service/server, the unit delegated.
+
+    The real kernel checks the same placement in test_cgroups_delegation.py (scripts/test-v2);
+    this pins down what the doctor says about it, and that it never sends a student in the lab
+    VM to the lab VM.
+    """
+    fake.magic["sys/fs/cgroup"] = ksys.CGROUP2_SUPER_MAGIC
+    _write(fake.root, "/proc/self/mountinfo", V2_MOUNTINFO)
+    unit = "/sys/fs/cgroup/system.slice/jupyterlab.service"
+    _write(fake.root, "/proc/self/cgroup", f"0::{unit.removeprefix('/sys/fs/cgroup')}/server\n")
+    _write(fake.root, f"{unit}/cgroup.controllers", "cpuset cpu io memory pids\n")
+    _write(fake.root, f"{unit}/server/cgroup.procs", "412\n613\n")
+    _write(fake.root, doctor.LAB_VM_MARK, "")
+    os.setxattr(fake.root / unit.lstrip("/"), "trusted.delegate", b"1")
+
+    check = doctor.check_cgroup_controllers(fake)
+    assert check.status == OK, check
+    assert check.details["placement"] == "delegated"
+    assert check.details["dirs"]["memory"] == unit
+    assert f"in {unit}, delegated" in check.summary
+
+    os.removexattr(fake.root / unit.lstrip("/"), "trusted.delegate")
+    check = doctor.check_cgroup_controllers(fake)
+    assert check.status == FAIL and check.details["dirs"]["memory"] is None
+    assert f"{unit}/server holds some" in check.fix and "trusted.delegate" in check.fix
+    assert all("use the lab VM" not in r.fix for r in doctor.run_checks(fake))

@@ -154,6 +154,20 @@ def test_netem_delay_or_a_clear_refusal(two):
     assert after - before == pytest.approx(30, abs=10)  # only the way in to b is delayed
 
 
+def test_netem_alone_is_added_and_removed(two):
+    """netem as the root qdisc (a delay with no rate), then removed: the default comes back."""
+    _, _, b = two
+    try:
+        shaped = traffic.shape(b.host_ifname, delay_ms=20)
+    except MissingFeature as e:  # this kernel was built without CONFIG_NET_SCH_NETEM
+        assert "netem" in str(e)
+        assert traffic.shaping(b.host_ifname) == traffic.Shaping(b.host_ifname, None, None)
+        return
+    assert shaped.delay_ms == pytest.approx(20, rel=0.01) and shaped.rate_mbit is None
+    traffic.unshape(b.host_ifname)
+    assert traffic.shaping(b.host_ifname) == traffic.Shaping(b.host_ifname, None, None)
+
+
 # --- NAT and published ports ----------------------------------------------------------------
 
 

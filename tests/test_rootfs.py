@@ -187,3 +187,48 @@ def test_namespaces_run_inside_the_rootfs(state_dir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "box"]
+
+
+@pytest.fixture
+def noexec_state_dir(tmp_path, monkeypatch):
+    """A state directory on a tmpfs mounted noexec, as the lab VM mounts /run."""
+    from labkit import cleanup, mountinfo
+    from labkit import sys as ksys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ksys.mount("labkit-test-run", str(run), "tmpfs", ksys.MS_NOSUID | ksys.MS_NODEV | ksys.MS_NOEXEC)
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(run / "labkit"))
+    yield run / "labkit"
+    cleanup.cleanup()
+    ksys.umount2(str(run), ksys.MNT_DETACH)
+    assert not [p for p in mountinfo.below(tmp_path)]
+
+
+def test_rootfs_runs_where_the_state_dir_is_noexec(noexec_state_dir):
+    from labkit import mountinfo, namespaces
+
+    # The kernel really refuses to run anything from the state dir's own filesystem...
+    probe = noexec_state_dir / "probe"
+    noexec_state_dir.mkdir()
+    probe.write_bytes(Path(rootfs.static_busybox()).read_bytes())
+    probe.chmod(0o755)
+    with pytest.raises(PermissionError):
+        subprocess.run([str(probe), "true"], timeout=30)
+    # ...so build() mounts an exec-capable tmpfs for root filesystems, and says where.
+    dest = rootfs.build()
+    assert not rootfs.is_noexec(dest)
+    assert str(dest.parent) in {m.point for m in mountinfo.mounts()}
+    result = namespaces.run(["/bin/sh", "-c", "echo ran"], ["mnt", "pid"], rootfs=str(dest))
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
+    rootfs.remove()
+    assert not dest.parent.exists()
+    assert str(dest.parent) not in {m.point for m in mountinfo.mounts()}
+
+
+def test_a_rootfs_on_a_noexec_mount_is_refused_with_the_reason(noexec_state_dir):
+    from labkit import namespaces
+
+    tree = rootfs.build(noexec_state_dir / "elsewhere")
+    with pytest.raises(BadInput, match="noexec"):
+        namespaces.run(["/bin/true"], ["mnt", "pid"], rootfs=str(tree))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -341,11 +342,14 @@ def _ours() -> dict[str, list[Path]]:
     except OSError:
         return found
     for h in layout.hierarchies:
-        if not h.parent.is_dir():
-            continue
-        for entry in sorted(h.parent.iterdir()):
-            if entry.is_dir() and entry.name.startswith(PREFIX + "-") and is_ours(entry):
-                found.setdefault(entry.name[len(PREFIX) + 1 :], []).append(entry)
+        for parent in layout_mod.labkit_parents(h):
+            try:
+                entries = sorted(parent.iterdir())
+            except OSError:
+                continue  # removed meanwhile
+            for entry in entries:
+                if entry.is_dir() and entry.name.startswith(PREFIX + "-") and is_ours(entry):
+                    found.setdefault(entry.name[len(PREFIX) + 1 :], []).append(entry)
     return found
 
 
@@ -357,10 +361,66 @@ def leftovers() -> list[str]:
     ]
 
 
+def _procs(directory: Path) -> list[int]:
+    try:
+        return [int(pid) for pid in read(directory / "cgroup.procs").split()]
+    except OSError:
+        return []
+
+
+def _thaw(d: Path) -> None:
+    for name, frozen, thawed in (("freezer.state", "FROZEN", "THAWED"), ("cgroup.freeze", "1", "0")):
+        try:
+            if read(d / name) in (frozen, "FREEZING"):
+                write(d / name, thawed)
+        except OSError:
+            pass  # not this hierarchy's file
+
+
+def remove_dirs(dirs: list[Path], timeout: float = 5.0) -> None:
+    """SIGKILL every process in the cgroup directories *dirs*, rmdir them, and their labkit/.
+
+    Works on directories found anywhere in the tree (another shell's labkit/), where
+    ``Cgroup(name)``, which looks below this process's own place, would not find them. A
+    process may still be joining (a shell writing its PID into one cgroup.procs after another),
+    so killing and rmdir are retried together until every directory is gone.
+    """
+    deadline = time.monotonic() + timeout
+    left = list(dirs)
+    while left:
+        for d in left:
+            _thaw(d)  # a frozen task handles its SIGKILL only once it runs again
+            if _procs(d) and (d / "cgroup.kill").exists():
+                write(d / "cgroup.kill", "1")  # v2 (5.14+): every task at once, forks included
+            for pid in _procs(d):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        busy = []
+        for d in left:
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise OSError(e.errno, f"rmdir({str(d)!r}): {os.strerror(e.errno)}") from None
+                busy.append(d)
+        left = busy
+        if left:
+            time.sleep(0.01)
+    for d in dirs:
+        try:
+            os.rmdir(d.parent)  # the shared labkit/ goes with its last cgroup
+        except OSError:
+            pass  # another cgroup still lives there
+
+
 def remove_leftovers() -> None:
     """Kill the processes in every labkit cgroup of this state directory and remove them."""
-    for name in _ours():
+    for dirs in _ours().values():
         try:
-            Cgroup(name).remove()
-        except (OSError, BadInput):
+            remove_dirs(dirs)
+        except OSError:
             pass  # cleanup goes on; leftovers() still lists what could not be removed

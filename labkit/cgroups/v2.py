@@ -6,8 +6,9 @@ Two rules shape v2 (``Documentation/admin-guide/cgroup-v2.rst``):
   in ``cgroup.subtree_control``. labkit enables memory, cpu, pids and cpuset for ``labkit/``
   in the caller's cgroup, then for ``labkit-<name>`` in ``labkit/``.
 - **No internal processes**: a cgroup (other than the root) that enables controllers for its
-  children may hold no processes itself. ``labkit/`` never holds any; the caller's own cgroup
-  must be the root or hold no processes, else labkit says how to make a leaf for the shell.
+  children may hold no processes itself. ``labkit/`` never holds any; it sits in the root cgroup
+  or, under a delegation, beside the caller's leaf (see ``layout``), where the cgroup that holds
+  it has no processes either. Anywhere else labkit says how to get a delegated subtree.
 
 Files: ``memory.max``, ``memory.swap.max``, ``memory.high``, ``memory.peak``, ``memory.events``
 (oom_kill), ``cpu.max`` ("QUOTA PERIOD"), ``cpu.weight``, ``cpu.stat``, ``pids.max``,
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from ..errors import BadInput, MissingFeature
 from . import cgroup as files
+from . import layout as layout_mod
 from .cgroup import Pressure, Stats, keyed, read, write
 from .layout import Layout
 from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us
@@ -31,8 +33,47 @@ from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us
 CONTROLLERS = ("cpuset", "cpu", "memory", "pids")  # the ones labkit enables, when available
 
 
+def under_systemd() -> bool:
+    """Whether systemd is the init system (it creates /run/systemd/system when it boots)."""
+    return Path("/run/systemd/system").is_dir()
+
+
+def no_internal_processes(cgroup: Path, placement: str) -> str:
+    """The sentence for a cgroup that holds processes and so cannot enable controllers."""
+    rule = (
+        f"cgroup v2 lets a cgroup enable controllers for its children only if it holds no "
+        f"processes, and {cgroup} holds some (this process among them)"
+    )
+    if placement == layout_mod.DELEGATED:
+        return (
+            f"{rule}: move them into a leaf of the delegated subtree, e.g. "
+            f"mkdir {cgroup}/shell && echo $$ > {cgroup}/shell/cgroup.procs, then start labkit "
+            "there; labkit then puts its cgroups beside that leaf."
+        )
+    if under_systemd():
+        return (
+            f"{rule}, and systemd has not delegated it: start labkit from a delegated unit, "
+            "e.g. systemd-run -p Delegate=yes -p DelegateSubgroup=shell --shell "
+            "(or systemd-run --scope -p Delegate=yes with the shell moved into a leaf), or from "
+            "the lab's JupyterLab, whose unit is delegated."
+        )
+    return (
+        f"{rule}, and nothing marks it as handed to this process: mark it delegated and move "
+        f"this shell into a leaf (setfattr -n trusted.delegate -v 1 {cgroup} && mkdir "
+        f"{cgroup}/shell && echo $$ > {cgroup}/shell/cgroup.procs), or start labkit from the "
+        "root cgroup."
+    )
+
+
+def _rmdir_quietly(path: Path) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # another cgroup (perhaps another shell's) still lives there
+
+
 class Backend:
-    """A v2 cgroup: ``<own cgroup>/labkit/<dirname>`` in the unified hierarchy."""
+    """A v2 cgroup: ``<base>/labkit/<dirname>`` in the unified hierarchy (see ``layout``)."""
 
     def __init__(self, dirname: str, layout: Layout):
         self.dirname = dirname
@@ -48,18 +89,26 @@ class Backend:
     # --- making and removing ----------------------------------------------------------------
 
     def create(self) -> None:
-        """Enable the controllers top-down, then mkdir the cgroup."""
-        own, parent = self.hierarchy.own_dir, self.hierarchy.parent
-        wanted = [c for c in CONTROLLERS if c in read(own / "cgroup.controllers").split()]
-        self._enable(own, wanted)
+        """Enable the controllers top-down (in the base, then in labkit/), then mkdir the cgroup.
+
+        If the kernel refuses, a ``labkit/`` made here is removed again: nothing is left behind.
+        """
+        base, parent = self.hierarchy.base_dir, self.hierarchy.parent
+        if base != self.hierarchy.mount and read(base / "cgroup.procs"):
+            # Refuse before anything is made: it could never pass controllers on to labkit/.
+            raise MissingFeature(no_internal_processes(base, self.hierarchy.placement))
+        wanted = [c for c in CONTROLLERS if c in read(base / "cgroup.controllers").split()]
+        self._enable(base, wanted)
         for attempt in range(3):
+            made_parent = False
             if not parent.is_dir():
                 try:
                     files.make_dir(parent)
+                    made_parent = True
                 except FileExistsError:
                     pass  # another shell made it meanwhile
-            self._enable(parent, wanted)
             try:
+                self._enable(parent, wanted)
                 files.make_dir(self.dir)
                 return
             except FileExistsError:
@@ -70,6 +119,10 @@ class Backend:
             except FileNotFoundError:
                 if attempt == 2:  # another shell's cleanup removed labkit/ meanwhile
                     raise
+            except BaseException:
+                if made_parent:
+                    _rmdir_quietly(parent)
+                raise
 
     def _enable(self, cgroup: Path, controllers: list[str]) -> None:
         """Write "+memory +cpu ..." to cgroup.subtree_control for those not enabled yet."""
@@ -78,26 +131,18 @@ class Backend:
         ]
         if not missing:
             return
-        is_root = cgroup == self.hierarchy.mount
-        if not is_root and read(cgroup / "cgroup.procs"):
-            raise MissingFeature(
-                f"cgroup v2 allows no processes in {cgroup} once it enables controllers for "
-                "children, and it holds some (this shell among them): start labkit from a leaf, "
-                f"e.g. mkdir {cgroup}/shell && echo $$ > {cgroup}/shell/cgroup.procs."
-            )
+        if cgroup != self.hierarchy.mount and read(cgroup / "cgroup.procs"):
+            raise MissingFeature(no_internal_processes(cgroup, self.hierarchy.placement))
         write(cgroup / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
 
     def remove(self, deadline: float) -> None:
         files.remove_dir(self.dir, deadline)
-        try:
-            os.rmdir(self.hierarchy.parent)  # the shared labkit/ goes with its last cgroup
-        except OSError:
-            pass  # another cgroup (perhaps another shell's) still lives there
+        _rmdir_quietly(self.hierarchy.parent)  # the shared labkit/ goes with its last cgroup
 
     # --- limits -----------------------------------------------------------------------------
 
     def available_cpus(self) -> set[int]:
-        path = self.hierarchy.own_dir / "cpuset.cpus.effective"
+        path = self.hierarchy.base_dir / "cpuset.cpus.effective"
         if not path.exists():
             path = Path("/sys/devices/system/cpu/online")
         return parse_cpulist(read(path))

@@ -51,6 +51,19 @@ CONTROLLERS = ("memory", "cpu", "pids", "cpuset", "freezer")
 REQUIRED_CONTROLLERS = ("memory", "cpu", "pids")
 
 VM_FIX = "or use the lab VM (vagrant up), which has everything"
+LAB_VM_MARK = "/etc/labkit/lab-vm"  # written by scripts/provision-vm inside the lab VM
+
+
+def in_lab_vm(host: Host) -> bool:
+    """Whether *host* is the lab VM (its provisioning leaves a mark)."""
+    return host.path(LAB_VM_MARK).exists()
+
+
+def vm_fix(host: Host) -> str:
+    """The last resort a fix offers: the lab VM, or inside it, provisioning it again."""
+    if in_lab_vm(host):
+        return "or provision the lab VM again (vagrant provision on your computer)"
+    return VM_FIX
 
 
 @dataclass
@@ -108,7 +121,7 @@ def check_linux(host: Host) -> Check:
         "linux",
         FAIL,
         f"this is {host.system}, and the lessons use Linux kernel features",
-        fix=f"run labkit in a Linux machine: {VM_FIX}",
+        fix=f"run labkit in a Linux machine: {vm_fix(host)}",
     )
 
 
@@ -132,7 +145,7 @@ def check_root(host: Host) -> Check:
             "root",
             FAIL,
             "uid 0 but without CAP_SYS_ADMIN (a container without privileges?)",
-            fix=f"run with all capabilities (docker run --privileged), {VM_FIX}",
+            fix=f"run with all capabilities (docker run --privileged), {vm_fix(host)}",
         )
     return Check("root", OK, "uid 0 with CAP_SYS_ADMIN")
 
@@ -161,7 +174,7 @@ def check_kernel(host: Host) -> Check:
         "kernel",
         status,
         f"{release or 'unknown'} is too old for {too_old}",
-        fix=f"boot a kernel 5.19 or newer, {VM_FIX}",
+        fix=f"boot a kernel 5.19 or newer, {vm_fix(host)}",
         details=details,
     )
 
@@ -217,7 +230,7 @@ def _namespace_check(host: Host, name: str, error: str | None) -> Check:
             label,
             FAIL,
             f"not in /proc/self/ns: this kernel was built without {flag}",
-            fix=f"boot a kernel {since}+ built with it, {VM_FIX}",
+            fix=f"boot a kernel {since}+ built with it, {vm_fix(host)}",
             required=required,
         )
     if error is None:
@@ -267,7 +280,8 @@ def check_unprivileged_userns(host: Host) -> Check:
             name,
             WARN,
             "AppArmor restricts them (kernel.apparmor_restrict_unprivileged_userns=1)",
-            fix="sysctl -w kernel.apparmor_restrict_unprivileged_userns=0",
+            fix="sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (to keep it, put the "
+            "line kernel.apparmor_restrict_unprivileged_userns=0 in /etc/sysctl.d/60-labkit.conf)",
             required=False,
         )
     return Check(name, OK, "allowed", required=False)
@@ -324,17 +338,38 @@ def _below(mount: mountinfo.Mount, path: str) -> str | None:
     return "/".join(part for part in (mount.point.rstrip("/"), path.strip("/")) if part)
 
 
-def controller_dirs(host: Host) -> dict[str, str | None]:
-    """For each controller, the cgroup directory labkit would create its cgroups in (or None).
+def v2_placement(host: Host) -> tuple[str | None, str]:
+    """(directory, placement) of the cgroup that would hold labkit/ in the cgroup2 hierarchy.
 
-    That is this process's own cgroup: in the v1 hierarchy of that controller if there is one,
-    else in the v2 hierarchy when the controller is in its ``cgroup.controllers`` (enabled by the
-    parent). The v2 freezer is not a controller but the ``cgroup.freeze`` file (kernel 5.2+).
+    The same decision as ``labkit.cgroups.layout.v2_base``: the root cgroup; beside this
+    process's leaf inside a delegated subtree; else this process's own cgroup.
     """
     mounts, own = cgroup_mounts(host), own_cgroups(host)
     unified = next((m for m in mounts if m.fstype == "cgroup2"), None)
-    v2_dir = _below(unified, own[""]) if unified and "" in own else None
+    own_dir = _below(unified, own[""]) if unified and "" in own else None
+    if own_dir is None:
+        return None, layout.OWN_CGROUP
+    if cgroup_layout(host) != "v2":
+        return own_dir, layout.OWN_CGROUP  # hybrid: no controllers there to enable
+    base, placement = layout.v2_base(host.path(own_dir), host.path(unified.point))
+    return "/" + str(base.relative_to(host.root)).lstrip("./"), placement
+
+
+def controller_dirs(host: Host) -> dict[str, str | None]:
+    """For each controller, the cgroup directory labkit would create its cgroups in (or None).
+
+    In the v1 hierarchy of that controller, this process's own cgroup; else, in the v2
+    hierarchy, the cgroup that holds labkit/ (see ``v2_placement``) when the controller is in its
+    ``cgroup.controllers`` (enabled by the parent) and the kernel would let it enable it for
+    children (it is the root, or holds no processes). The v2 freezer is not a controller but the
+    ``cgroup.freeze`` file (kernel 5.2+).
+    """
+    mounts, own = cgroup_mounts(host), own_cgroups(host)
+    v2_dir, placement = v2_placement(host)
     v2_has = set((host.read(f"{v2_dir}/cgroup.controllers") or "").split()) if v2_dir else set()
+    if v2_dir and placement == layout.OWN_CGROUP and cgroup_layout(host) == "v2":
+        if layout.holds_processes(host.path(v2_dir)):
+            v2_has = set()  # no internal processes: it may not enable them for children
     if v2_dir and kernel_release(host)[1] >= (5, 2):
         v2_has.add("freezer")
     found: dict[str, str | None] = {}
@@ -352,26 +387,50 @@ def controller_dirs(host: Host) -> dict[str, str | None]:
     return found
 
 
+def _where(host: Host) -> str:
+    """Where labkit's cgroups go on this host, in words."""
+    if cgroup_layout(host) != "v2":
+        return "below this process's own cgroup"
+    v2_dir, placement = v2_placement(host)
+    if placement == layout.ROOT_CGROUP:
+        return "below the root cgroup"
+    if placement == layout.DELEGATED:
+        return f"in {v2_dir}, delegated to this process, beside its own leaf"
+    return f"below this process's own cgroup {v2_dir}"
+
+
 def check_cgroup_controllers(host: Host) -> Check:
     dirs = controller_dirs(host)
     usable = [c for c in CONTROLLERS if dirs[c]]
     missing = [c for c in CONTROLLERS if not dirs[c]]
-    details = {"dirs": dirs}
+    v2_dir, placement = v2_placement(host)
+    details = {"dirs": dirs, "placement": placement}
     if not missing:
         return Check(
-            "cgroup controllers",
-            OK,
-            f"{' '.join(usable)} usable below this process's own cgroup",
-            details=details,
+            "cgroup controllers", OK, f"{' '.join(usable)} usable {_where(host)}", details=details
         )
     status = FAIL if set(missing) & set(REQUIRED_CONTROLLERS) else WARN
+    blocked = (
+        cgroup_layout(host) == "v2"
+        and placement != layout.ROOT_CGROUP
+        and v2_dir is not None
+        and layout.holds_processes(host.path(v2_dir))
+    )
+    if blocked:
+        from ..cgroups.v2 import no_internal_processes
+
+        fix = no_internal_processes(Path(v2_dir), placement)
+    else:
+        fix = (
+            "on v2, enable them in the parent's cgroup.subtree_control (under systemd: a unit "
+            f"with Delegate=yes); on v1, mount their hierarchies; {vm_fix(host)}"
+        )
     return Check(
         "cgroup controllers",
         status,
-        f"{' '.join(missing)} not usable below this process's own cgroup"
+        f"{' '.join(missing)} not usable {_where(host)}"
         + (f" (usable: {' '.join(usable)})" if usable else ""),
-        fix="on v2, enable them in the parent's cgroup.subtree_control (under systemd: a unit "
-        f"with Delegate=yes); on v1, mount their hierarchies; {VM_FIX}",
+        fix=fix,
         details=details,
     )
 
@@ -391,7 +450,7 @@ def check_overlayfs(host: Host) -> Check:
         "overlayfs",
         FAIL,
         "not in /proc/filesystems and no overlay module",
-        fix=f"modprobe overlay, or boot a kernel built with CONFIG_OVERLAY_FS, {VM_FIX}",
+        fix=f"modprobe overlay, or boot a kernel built with CONFIG_OVERLAY_FS, {vm_fix(host)}",
     )
 
 

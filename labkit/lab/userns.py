@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from labkit import namespaces
@@ -41,16 +42,30 @@ def _python_for_nobody() -> str:
     return sys.executable
 
 
+def _readable_copy(into: Path) -> None:
+    """Copy labkit's sources into *into*, readable by everyone.
+
+    The clone may sit where only root can read it (/root/labkit, a 0750 home): nobody could not
+    import labkit from there, so nobody gets a world-readable copy for the one run.
+    """
+    package = Path(__file__).resolve().parents[1]
+    shutil.copytree(package, into / "labkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [into, *into.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def as_nobody(code: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """Run Python *code* as the unprivileged user nobody (uid and gid 65534, no groups),
     with labkit importable; return its exit status and output."""
-    package_root = str(Path(__file__).resolve().parents[2])
-    return subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
-         _python_for_nobody(), "-c", code],
-        capture_output=True, text=True, timeout=timeout, check=False,
-        env={"PYTHONPATH": package_root, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/"},
-    )
+    with tempfile.TemporaryDirectory(prefix="labkit-nobody-") as tmp:
+        _readable_copy(Path(tmp))
+        return subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
+             _python_for_nobody(), "-c", code],
+            capture_output=True, text=True, timeout=timeout, check=False, cwd="/",
+            env={"PYTHONPATH": tmp, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/",
+                 "PYTHONDONTWRITEBYTECODE": "1"},
+        )
 
 
 def _span(start: int, count: int) -> str:
