@@ -389,3 +389,131 @@ def test_test_vm_can_be_skipped_for_quick_runs():
 def test_the_readme_test_command_runs_the_vm_after_the_v2_kernel():
     text = (REPO / "scripts" / "test").read_text()
     assert text.index("scripts/test-v2") < text.index("scripts/test-vm")
+
+
+# --- scripts/vm/check-lab: the notebook run through a server's own kernels -------------------
+
+CHECK_LAB = REPO / "scripts" / "vm" / "check-lab"
+
+
+def synthetic_notebook(path: Path) -> None:
+    """Cells that pass, fail and are skipped or ignored, for nbval and check-lab alike."""
+    import nbformat
+
+    def cell(source, outputs=(), tags=None, count=1):
+        c = nbformat.v4.new_code_cell(source)
+        c.execution_count, c.outputs = count, list(outputs)
+        if tags:
+            c.metadata["tags"] = tags
+        return c
+
+    def out(text, name="stdout"):
+        return nbformat.v4.new_output("stream", name=name, text=text)
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        cell('print("hello from pid", 4321)', [out("hello from pid 1111\n")]),  # 0 sanitized
+        cell("import random\n# NBVAL_IGNORE_OUTPUT\nprint(random.random())", [out("0.5\n")]),
+        cell("print('nbval skips me'); 1/0", tags=["nbval-skip"]),  # 2
+        cell("6 * 7", [nbformat.v4.new_output("execute_result", data={"text/plain": "42"})]),
+        cell('print("x")', [out("y\n")]),  # 4 differs
+        cell('raise ValueError("boom")'),  # 5 error
+        cell("# NBVAL_RAISES_EXCEPTION\n1/0", [], count=7),  # 6 error expected, output differs
+        cell('print("never run before")', count=None),  # 7 not compared
+        cell("import sys; print('to stderr', file=sys.stderr)", [out("to stderr\n", "stderr")]),  # 8
+    ]
+    nbformat.write(nb, str(path))
+
+
+def failing_cells(text: str, pattern: str) -> set[int]:
+    import re
+
+    return {int(n) for n in re.findall(pattern, text)}
+
+
+@pytest.fixture
+def lab_server(tmp_path):
+    """A JupyterLab server over tmp_path/nb whose token is in a file: (url, token file)."""
+    import socket
+    import urllib.request
+
+    from tests.conftest import wait_until
+
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123456789abcdef")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(os.sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "jupyter"), "lab", "--allow-root", "--no-browser",
+         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--ServerApp.root_dir={nb_dir}", "--LabApp.news_url=None"],
+        env={**os.environ, "JUPYTER_TOKEN_FILE": str(token_file), "HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        try:
+            urllib.request.urlopen(url + "/api", timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(answers, 60), "jupyter lab did not start listening"
+        yield url, token_file, nb_dir
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def test_check_lab_fails_the_cells_nbval_fails(lab_server):
+    url, token_file, nb_dir = lab_server
+    notebook = nb_dir / "t.ipynb"
+    synthetic_notebook(notebook)
+    sanitize = REPO / "notebooks" / "sanitize.cfg"
+    nbval = subprocess.run(
+        [os.sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval",
+         "--nbval-current-env", "--nbval-sanitize-with", str(sanitize), str(notebook)],
+        check=False, capture_output=True, text=True, timeout=120, cwd=nb_dir,
+    )
+    ours = subprocess.run(
+        [os.sys.executable, str(CHECK_LAB), "--url", url, "--token-file", str(token_file),
+         "--sanitize", str(sanitize), str(notebook)],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+    expected = failing_cells(nbval.stdout, r"FAILED \S*::Cell (\d+)")
+    assert expected == {4, 5, 6}, nbval.stdout  # the notebook is built to fail these
+    assert ours.returncode == 1, ours.stdout + ours.stderr
+    assert failing_cells(ours.stdout, r"(?m)^    cell (\d+):") == expected, ours.stdout
+    assert "FAIL t.ipynb (8 cells run, 5 compared, 1 skipped" in ours.stdout
+    assert "refuses (302 to /login, 403)" in ours.stdout
+    assert token_file.read_text() not in ours.stdout
+
+
+def test_check_lab_passes_a_notebook_whose_outputs_match(lab_server):
+    import nbformat
+
+    url, token_file, nb_dir = lab_server
+    notebook = nb_dir / "ok.ipynb"
+    synthetic_notebook(notebook)
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells = [c for i, c in enumerate(nb.cells) if i not in (4, 5, 6)]
+    nbformat.write(nb, str(notebook))
+    ours = subprocess.run(
+        [os.sys.executable, str(CHECK_LAB), "--url", url, "--token-file", str(token_file),
+         "--sanitize", str(REPO / "notebooks" / "sanitize.cfg"), str(notebook)],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    assert "PASS ok.ipynb (5 cells run, 3 compared, 1 skipped" in ours.stdout
