@@ -411,7 +411,7 @@ def synthetic_notebook(path: Path) -> None:
         return nbformat.v4.new_output("stream", name=name, text=text)
 
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     nb.cells = [
         cell('print("hello from pid", 4321)', [out("hello from pid 1111\n")]),  # 0 sanitized
         cell("import random\n# NBVAL_IGNORE_OUTPUT\nprint(random.random())", [out("0.5\n")]),
@@ -421,7 +421,7 @@ def synthetic_notebook(path: Path) -> None:
         cell('raise ValueError("boom")'),  # 5 error
         cell("# NBVAL_RAISES_EXCEPTION\n1/0", [], count=7),  # 6 error expected, output differs
         cell('print("never run before")', count=None),  # 7 not compared
-        cell("import sys; print('to stderr', file=sys.stderr)", [out("to stderr\n", "stderr")]),  # 8
+        cell("import sys; print('err', file=sys.stderr)", [out("err\n", "stderr")]),  # 8
     ]
     nbformat.write(nb, str(path))
 
