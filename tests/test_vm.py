@@ -517,3 +517,29 @@ def test_check_lab_passes_a_notebook_whose_outputs_match(lab_server):
     )
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert "PASS ok.ipynb (5 cells run, 3 compared, 1 skipped" in ours.stdout
+
+
+def test_a_changed_scripts_lab_changes_the_unit(tmp_path, fake_systemctl):
+    """The service restarts when the script it runs changed (a `git pull` then `vagrant up`)."""
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    for name in ("provision-vm", "lab"):
+        shutil.copy(REPO / "scripts" / name, copy / "scripts" / name)
+    root = tmp_path / "root"
+    env = {
+        "PATH": f"{fake_systemctl}:{os.environ['PATH']}",
+        "LABKIT_DESTDIR": str(root),
+        "LABKIT_USERNS_SYSCTL": str(tmp_path / "none"),
+    }
+
+    def run():
+        return subprocess.run(
+            ["bash", str(copy / "scripts" / "provision-vm"), "--no-setup"],
+            check=False, capture_output=True, text=True, timeout=30, env=env,
+        )
+
+    assert "changed: yes" in run().stdout
+    assert "changed: no" in run().stdout
+    with open(copy / "scripts" / "lab", "a") as lab:
+        lab.write("# a change\n")
+    assert "changed: yes" in run().stdout
