@@ -120,7 +120,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
     from . import images
 
     if args.verb == "import":
-        for image in images.import_image(args.path, args.name):
+        for image in images.import_image(args.path, args.name, args.max_bytes, args.max_entries):
             print(image)
     elif args.verb == "busybox":
         print(images.busybox_image(args.name))
@@ -150,6 +150,14 @@ def _add_image_commands(sub) -> None:
     p = verbs.add_parser("import", help="import a 'docker save' tar or an OCI layout (dir or tar)")
     p.add_argument("path")
     p.add_argument("--name", help="name the image (default: the names in the archive)")
+    p.add_argument(
+        "--max-bytes",
+        help="most bytes one import may unpack, e.g. 4G (default: $LABKIT_IMAGE_MAX_BYTES or 1G)",
+    )
+    p.add_argument(
+        "--max-entries",
+        help="most tar entries one import may unpack (default: $LABKIT_IMAGE_MAX_ENTRIES, 200000)",
+    )
     p = verbs.add_parser("busybox", help="build the busybox base image offline from busybox-static")
     p.add_argument("name", nargs="?", default="busybox:latest")
     verbs.add_parser("list", help="list the images in the store")

@@ -9,35 +9,41 @@ The store lives below labkit's state dir, so ``labkit cleanup`` finds it::
 
     images/blobs/sha256/<hex>   configs and layer tars (uncompressed), named by their digest
     images/layers/<hex>/        each layer applied once (whiteouts converted): an overlay lowerdir
-    images/repositories.json    {image id: [names]}
+    images/repositories.json    {image id: [names]}, replaced whole, under a lock:
+    images/repositories.lock    flock(2) by whoever changes the names
     images/roots/<name>/        upper, work and merged dirs of overlay roots made from images
     images/tmp/                 imports in progress, renamed into place only when complete
 
 Archives: ``docker save`` (manifest.json, in its legacy form with ``<id>/layer.tar`` and in
 Docker 25's form beside an OCI layout) and OCI image layouts (``oci-layout``, ``index.json``,
 ``blobs/sha256/``), as directories or tars. Nothing from an archive reaches the store before all
-of it has been checked.
+of it, every image it holds, has been checked and applied in ``images/tmp/``; every refusal is
+one sentence that names the archive's member (escaped: see ``layers.show``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import hashlib
 import io
 import json
 import os
 import platform
+import posixpath
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from . import layers, overlay
-from .errors import BadInput, require_root
+from .errors import BadInput, LabkitError, require_root
+from .layers import show
 from .overlay import Overlay, live_overlays
 from .state import check_name, state_dir
 
@@ -48,8 +54,6 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _INDEX_TYPES = (MEDIA_INDEX, DOCKER_MANIFEST_LIST)
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_GZIP_MAGIC = b"\x1f\x8b"
 _MAX_JSON = 16 << 20  # a manifest or config bigger than this is not one
 _CHUNK = 1 << 20
 _NAME = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")
@@ -106,7 +110,7 @@ def full_name(name: str) -> str:
     """``busybox`` -> ``busybox:latest``; refuse what cannot be an image name."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadInput(
-            f"{name!r} is not an image name: use lower-case letters, digits and '._/-', "
+            f"{show(str(name))} is not an image name: use lower-case letters, digits and '._/-', "
             "optionally with ':TAG' (e.g. busybox:latest)."
         )
     return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
@@ -199,12 +203,14 @@ def get(ref: str) -> Image:
 class _Stage:
     """A scratch dir in the store; its blobs and layers are renamed into place by ``install``."""
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: layers.Bounds | None = None) -> None:
         tmp = _make_store() / "tmp"
         tmp.mkdir(exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(dir=tmp))
+        self.bounds = bounds if bounds is not None else layers.Bounds.from_env()
         self.blobs: dict[str, Path] = {}
         self.layers: dict[str, Path] = {}
+        self.images: list[tuple[str, list[str]]] = []  # (image id, names) to install
         self._count = 0
 
     def _scratch(self, kind: str) -> Path:
@@ -226,31 +232,52 @@ class _Stage:
         return digest
 
     def add_layer(self, stream: BinaryIO, expected: str | None, what: str) -> str:
-        """Copy a layer (plain or gzip) into an uncompressed blob, check it, apply it; its DiffID."""
+        """Copy a layer (plain, gzip, xz or zstd) into an uncompressed blob, check it, apply it;
+        its DiffID."""
         path = self._scratch("blob")
-        digest, diff_id = _copy_layer(stream, path, what)
+        with open(path, "xb") as out:
+            digest, diff_id = layers.uncompress(stream, out, self.bounds, what)
         _check_digest(digest, expected, what)
         self.blobs[diff_id] = path
         if diff_id not in self.layers and not layer_dir(diff_id).is_dir():
             target = self._scratch("layer")
             target.mkdir()
             os.chmod(target, 0o755)  # it becomes a directory of the container's root
-            layers.apply_layer(path, target)
+            layers.apply_layer(path, target, self.bounds)
             self.layers[diff_id] = target
         return diff_id
 
-    def install(self, image_id: str, names: list[str]) -> Image:
-        """Rename the staged blobs and layers into the store, then name the image."""
-        for digest, path in self.blobs.items():
-            _rename_into(path, _blob_path(digest))
-        for diff_id, path in self.layers.items():
-            _rename_into(path, layer_dir(diff_id))
-        repos = _repositories()
-        for other in repos.values():  # a name moves to the new image
-            other[:] = [n for n in other if n not in names]
-        repos[image_id] = sorted(set(repos.get(image_id, [])) | set(names))
-        _write_repositories(repos)
-        return _load(image_id, repos[image_id])
+    def install(self) -> list[Image]:
+        """Rename every staged blob and layer into the store, then name the images, all under
+        the store's lock: two imports at once cannot lose each other's names."""
+        with _store_lock():
+            for digest, path in self.blobs.items():
+                _rename_into(path, _blob_path(digest))
+            for diff_id, path in self.layers.items():
+                _rename_into(path, layer_dir(diff_id))
+            repos = _repositories()
+            for image_id, names in self.images:
+                for other in repos.values():  # a name moves to the new image
+                    other[:] = [n for n in other if n not in names]
+                repos[image_id] = sorted(set(repos.get(image_id, [])) | set(names))
+            _write_repositories(repos)
+        return [_load(image_id, repos[image_id]) for image_id, _ in self.images]
+
+
+@contextlib.contextmanager
+def _store_lock():
+    """Hold the store's lock (flock on ``images/repositories.lock``) for a read-modify-write of
+    the names file."""
+    fd = os.open(
+        _make_store() / "repositories.lock",
+        os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last fd of the open file releases the lock
 
 
 def _rename_into(src: Path, dest: Path) -> None:
@@ -270,38 +297,6 @@ def _check_digest(actual: str, expected: str | None, what: str) -> None:
         )
 
 
-def _copy_layer(stream: BinaryIO, dest: Path, what: str) -> tuple[str, str]:
-    """Copy a layer to *dest* uncompressed; return (digest of the bytes read, DiffID)."""
-    first = stream.read(_CHUNK)
-    if first.startswith(_ZSTD_MAGIC):
-        raise BadInput(
-            f"{what} is zstd-compressed, which labkit cannot read: save the image with gzip or no compression."
-        )
-    inflate = zlib.decompressobj(wbits=31) if first.startswith(_GZIP_MAGIC) else None
-    diff_hash = hashlib.sha256()
-    # An uncompressed layer's digest is its DiffID: hash it once (hashing is most of the cost).
-    read_hash = hashlib.sha256() if inflate else diff_hash
-    with open(dest, "wb") as out:
-        chunk = first
-        while chunk:
-            if inflate:
-                read_hash.update(chunk)
-                try:
-                    chunk = inflate.decompress(chunk)
-                except zlib.error as e:
-                    raise BadInput(
-                        f"{what} is not valid gzip ({e}): the archive is corrupt; save it again."
-                    ) from None
-            diff_hash.update(chunk)
-            out.write(chunk)
-            chunk = stream.read(_CHUNK)
-        if inflate:
-            rest = inflate.flush()
-            diff_hash.update(rest)
-            out.write(rest)
-    return "sha256:" + read_hash.hexdigest(), "sha256:" + diff_hash.hexdigest()
-
-
 def _config_bytes(config: dict) -> bytes:
     # Sorted keys, no spaces: the same config always gives the same bytes, so the same id.
     return json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
@@ -309,43 +304,63 @@ def _config_bytes(config: dict) -> bytes:
 
 # --- reading archives -------------------------------------------------------------------------
 
+_MAX_LINKS = 8  # hops through links between the outer archive's members, as ELOOP counts
+
 
 class _Source:
     """A docker-save or OCI archive, as a directory or a tar: files opened by relative path."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, bounds: layers.Bounds) -> None:
         self.path = path
         self.tar: tarfile.TarFile | None = None
         if path.is_dir():
             return
         if not path.is_file():
             raise BadInput(
-                f"{path} does not exist: give a 'docker save' tar, an OCI layout directory or its tar."
+                f"{show(str(path))} does not exist: give a 'docker save' tar, an OCI layout "
+                "directory or its tar."
+            )
+        with open(path, "rb") as f:
+            kind = layers.compression(f.read(8))
+        if kind not in (None, "gzip"):
+            raise BadInput(
+                f"{show(str(path))} is {kind}-compressed; labkit reads archives that are plain "
+                f"or gzip tars: uncompress it first (e.g. with {kind} -d)."
             )
         try:
-            self.tar = tarfile.open(path, "r:*")
-            # Legacy docker save links a repeated layer.tar to the first one: keep links too
-            # (tarfile follows them by name, inside the archive only).
-            self.members = {
-                layers._clean_name(m.name): m
-                for m in self.tar.getmembers()
-                if m.isfile() or m.issym() or m.islnk()
-            }
+            self.tar = tarfile.open(path, "r:gz" if kind else "r:")
+            # Legacy docker save links a repeated layer.tar to the first one: keep links too,
+            # resolved by ``_member`` inside the archive only.
+            self.members: dict[str, tarfile.TarInfo] = {}
+            # A gzip archive can claim members far bigger than itself: cap what they add up to.
+            claimed = layers.Bounds(bounds.max_bytes, bounds.max_entries)
+            for m in self.tar:
+                bounds.add_entry(f"the archive's member {show(m.name)}")
+                if kind:
+                    claimed.add_bytes(m.size, f"the archive's member {show(m.name)}")
+                if m.isfile() or m.issym() or m.islnk():
+                    self.members[layers._clean_name(m.name, "the archive holds the member")] = m
         except tarfile.TarError as e:
             raise BadInput(
-                f"{path} is not a tar archive ({e}): give a 'docker save' tar or an OCI layout."
+                f"{show(str(path))} is not a tar archive ({show(str(e), 60, quote=False)}): give a "
+                "'docker save' tar or an OCI layout."
             ) from None
 
     def close(self) -> None:
         if self.tar is not None:
             self.tar.close()
 
-    def _rel(self, rel: str) -> str:
+    def _rel(self, rel) -> str:
+        if not isinstance(rel, str):
+            raise BadInput(
+                f"the archive's manifest names a file by {show(str(rel))}, which is not a path: "
+                "the archive is corrupt."
+            )
         try:
             return layers._clean_name(rel)
         except BadInput:
             raise BadInput(
-                f"the archive's manifest names {rel!r}, outside the archive: refusing it."
+                f"the archive's manifest names {show(rel)}, outside the archive: refusing it."
             ) from None
 
     def exists(self, rel: str) -> bool:
@@ -354,23 +369,47 @@ class _Source:
             return rel in self.members
         return (self.path / rel).is_file()
 
+    def _member(self, rel: str) -> tarfile.TarInfo:
+        """The regular file *rel* names, following links between members, inside the archive."""
+        member = self.members[rel]
+        for _ in range(_MAX_LINKS):
+            if member.isfile():
+                return member
+            if member.issym():
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), member.linkname))
+            else:
+                target = member.linkname
+            try:
+                rel = layers._clean_name(target)
+            except BadInput:
+                raise BadInput(
+                    f"the archive's {show(rel)} is a link out of the archive: refusing it."
+                ) from None
+            if rel not in self.members:
+                raise BadInput(
+                    f"the archive's {show(rel)} is a link to a file the archive does not hold: "
+                    "the archive is incomplete."
+                )
+            member = self.members[rel]
+        raise BadInput(
+            f"the archive's {show(rel)} is a chain of more than {_MAX_LINKS} links, or a loop: "
+            "the archive is corrupt."
+        )
+
     def open(self, rel: str) -> BinaryIO:
         rel = self._rel(rel)
         if not self.exists(rel):
             raise BadInput(
-                f"the archive's manifest names {rel}, which the archive does not hold: "
+                f"the archive's manifest names {show(rel)}, which the archive does not hold: "
                 "the archive is incomplete; save the image again."
             )
         if self.tar is not None:
-            try:
-                return self.tar.extractfile(self.members[rel])  # type: ignore[return-value]
-            except KeyError:
-                raise BadInput(
-                    f"the archive's {rel} is a link to a file the archive does not hold: the archive is incomplete."
-                ) from None
+            return self.tar.extractfile(self._member(rel))  # type: ignore[return-value]
         real = os.path.realpath(self.path / rel)
         if not real.startswith(os.path.realpath(self.path) + os.sep):
-            raise BadInput(f"the archive's {rel} is a symlink out of the archive: refusing it.")
+            raise BadInput(
+                f"the archive's {show(rel)} is a symlink out of the archive: refusing it."
+            )
         return open(real, "rb")
 
     def read(self, rel: str) -> bytes:
@@ -378,17 +417,61 @@ class _Source:
             data = f.read(_MAX_JSON + 1)
         if len(data) > _MAX_JSON:
             raise BadInput(
-                f"the archive's {rel} is over {_MAX_JSON >> 20} MiB, too big for a manifest or config."
+                f"the archive's {show(rel)} is over {_MAX_JSON >> 20} MiB, too big for a "
+                "manifest or config."
             )
         return data
 
-    def read_json(self, rel: str, data: bytes | None = None):
+    def read_json(self, rel: str, data: bytes | None = None, kind: type = dict):
+        """The JSON document *rel*: a *kind* (an object, or a list), of bounded depth."""
         try:
-            return json.loads(data if data is not None else self.read(rel))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            doc = json.loads(data if data is not None else self.read(rel))
+        except RecursionError:
+            doc = None  # nested past Python's recursion limit: too deep, said below
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
             raise BadInput(
-                f"the archive's {rel} is not valid JSON: the archive is corrupt."
+                f"the archive's {show(rel)} is not valid JSON: the archive is corrupt."
             ) from None
+        if doc is None or _json_depth(doc) > _MAX_JSON_DEPTH:
+            raise BadInput(
+                f"the archive's {show(rel)} nests its JSON more than {_MAX_JSON_DEPTH} levels "
+                "deep; a manifest or config needs a few: the archive is corrupt or hostile."
+            )
+        if not isinstance(doc, kind):
+            raise BadInput(
+                f"the archive's {show(rel)} is not a JSON "
+                f"{'object' if kind is dict else 'list'}: the archive is corrupt."
+            )
+        return doc
+
+
+_MAX_JSON_DEPTH = 32
+
+
+def _json_depth(doc) -> int:
+    """How deeply a parsed JSON document nests, counted without recursion."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            todo.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _field(doc: dict, key: str, kind: type, where: str, default=None):
+    """``doc[key]``, which must be a *kind*; a missing optional field gives *default*."""
+    value = doc.get(key, default)
+    if not isinstance(value, kind):
+        raise BadInput(
+            f"the archive's {show(where, quote=False)} has "
+            f"{'no' if key not in doc else 'a malformed'} field "
+            f"{key!r} (it must be a JSON {_JSON_KIND.get(kind, 'value')}): the archive is corrupt."
+        )
+    return value
+
+
+_JSON_KIND = {dict: "object", list: "list", str: "string"}
 
 
 @dataclass
@@ -401,23 +484,24 @@ class _Found:
     names: list[str]
 
 
-def _blob_rel(digest: str) -> str:
-    if not _DIGEST.match(str(digest)):
+def _blob_rel(digest) -> str:
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
         raise BadInput(
-            f"the archive names a blob by {digest!r}, which is not a sha256 digest: refusing it."
+            f"the archive names a blob by {show(str(digest))}, which is not a sha256 digest: "
+            "refusing it."
         )
     return "blobs/sha256/" + digest.split(":", 1)[1]
 
 
 def _docker_save(src: _Source) -> list[_Found]:
     """manifest.json: [{"Config": ..., "RepoTags": [...], "Layers": [...]}], both Docker forms."""
-    entries = src.read_json("manifest.json")
-    if not isinstance(entries, list):
-        raise BadInput(
-            "the archive's manifest.json is not a list of images: the archive is corrupt."
-        )
+    entries = src.read_json("manifest.json", kind=list)
     found = []
     for entry in entries:
+        if not isinstance(entry, dict):
+            raise BadInput(
+                "the archive's manifest.json is not a list of images: the archive is corrupt."
+            )
 
         def expected(rel: str) -> str | None:
             # blobs/sha256/<hex> (Docker 25+) and legacy "<hex>.json" configs name their digest;
@@ -425,13 +509,15 @@ def _docker_save(src: _Source) -> list[_Found]:
             m = re.fullmatch(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?", rel)
             return "sha256:" + m.group(1) if m else None
 
-        config = entry.get("Config", "")
+        config = _field(entry, "Config", str, "manifest.json")
+        rels = _field(entry, "Layers", list, "manifest.json", [])
+        tags = _field(entry, "RepoTags", list, "manifest.json", []) if entry.get("RepoTags") else []
         found.append(
             _Found(
                 config,
                 expected(config),
-                [(rel, expected(rel)) for rel in entry.get("Layers", [])],
-                [full_name(n) for n in entry.get("RepoTags") or []],
+                [(rel, expected(rel) if isinstance(rel, str) else None) for rel in rels],
+                [full_name(n) for n in tags],
             )
         )
     return found
@@ -440,36 +526,71 @@ def _docker_save(src: _Source) -> list[_Found]:
 def _platform_ok(descriptor: dict) -> bool:
     wanted = _GOARCH.get(platform.machine(), platform.machine())
     plat = descriptor.get("platform")
-    return plat is None or (plat.get("os") == "linux" and plat.get("architecture") == wanted)
+    if not isinstance(plat, dict):
+        return plat is None
+    return plat.get("os") == "linux" and plat.get("architecture") == wanted
+
+
+_MAX_INDEX_DEPTH = 8  # Docker writes one or two levels of index; a deeper one is no image
 
 
 def _oci_layout(src: _Source) -> list[_Found]:
-    """index.json -> (nested indexes) -> manifests -> config and layers, every blob checked."""
-    found = []
+    """index.json -> (nested indexes) -> manifests -> config and layers, every blob checked.
 
-    def walk_index(index: dict, names: list[str]) -> None:
-        for desc in index.get("manifests", []):
+    Each index and manifest is read once, however often it is listed (an index that repeats
+    one manifest 16 times at each of 3 levels would otherwise be 4,096 imports), and nesting
+    stops at _MAX_INDEX_DEPTH levels.
+    """
+    found: dict[str, _Found] = {}  # manifest digest -> image, in the order first met
+    seen: set[str] = set()
+
+    def walk_index(index: dict, where: str, names: list[str], depth: int) -> None:
+        if depth > _MAX_INDEX_DEPTH:
+            raise BadInput(
+                f"the archive's {show(where)} nests indexes more than {_MAX_INDEX_DEPTH} levels "
+                "deep, past labkit's limit (real images use one or two): re-export the image "
+                "with a flat index.json."
+            )
+        for desc in _field(index, "manifests", list, where, []):
+            if not isinstance(desc, dict):
+                raise BadInput(
+                    f"the archive's {show(where)} lists a manifest that is not an object: the "
+                    "archive is corrupt."
+                )
             if not _platform_ok(desc):
                 continue
-            name = _name_from_annotations(desc.get("annotations") or {})
-            here = names + ([name] if name else [])
             rel = _blob_rel(desc.get("digest"))
+            annotations = desc.get("annotations")
+            name = _name_from_annotations(annotations if isinstance(annotations, dict) else {})
+            here = names + ([name] if name else [])
+            if desc["digest"] in found:  # the same manifest again: one image, more names
+                found[desc["digest"]].names += here
+                continue
+            if desc["digest"] in seen:
+                continue
+            seen.add(desc["digest"])
             data = src.read(rel)
             _check_digest("sha256:" + hashlib.sha256(data).hexdigest(), desc["digest"], rel)
             doc = src.read_json(rel, data)
             if desc.get("mediaType") in _INDEX_TYPES or doc.get("mediaType") in _INDEX_TYPES:
-                walk_index(doc, here)
+                walk_index(doc, rel, here, depth + 1)
             else:
-                config = doc["config"]["digest"]
-                layer_descs = [(_blob_rel(d["digest"]), d["digest"]) for d in doc.get("layers", [])]
-                found.append(_Found(_blob_rel(config), config, layer_descs, here))
+                config = _field(doc, "config", dict, rel).get("digest")
+                layer_descs = []
+                for d in _field(doc, "layers", list, rel, []):
+                    digest = d.get("digest") if isinstance(d, dict) else d
+                    layer_descs.append((_blob_rel(digest), digest))
+                found[desc["digest"]] = _Found(_blob_rel(config), config, layer_descs, here)
 
-    walk_index(src.read_json("index.json"), [])
+    walk_index(src.read_json("index.json"), "index.json", [], 1)
     if not found:
         raise BadInput(
-            f"the OCI layout holds no image for linux/{_GOARCH.get(platform.machine())}: export it for this platform."
+            "the OCI layout holds no image for "
+            f"linux/{_GOARCH.get(platform.machine())}: export it for this platform."
         )
-    return found
+    for image in found.values():
+        image.names = sorted(set(image.names))
+    return list(found.values())
 
 
 def _name_from_annotations(annotations: dict) -> str | None:
@@ -477,75 +598,93 @@ def _name_from_annotations(annotations: dict) -> str | None:
     name = annotations.get("io.containerd.image.name") or annotations.get(
         "org.opencontainers.image.ref.name"
     )
-    if not name:
+    if not isinstance(name, str) or not name:
         return None
     name = name.removeprefix("docker.io/").removeprefix("library/")
     return full_name(name) if _NAME.match(name) else None
 
 
 def _find_images(src: _Source) -> list[_Found]:
-    try:
-        if src.exists("manifest.json"):
-            return _docker_save(src)
-        if src.exists("index.json") and src.exists("oci-layout"):
-            return _oci_layout(src)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise BadInput(
-            f"the archive's manifests are malformed (missing or wrong field {e}): the archive is corrupt."
-        ) from None
+    if src.exists("manifest.json"):
+        return _docker_save(src)
+    if src.exists("index.json") and src.exists("oci-layout"):
+        return _oci_layout(src)
     raise BadInput(
-        f"{src.path} is neither a 'docker save' archive (no manifest.json) nor an OCI image "
-        "layout (no oci-layout and index.json): give one of those."
+        f"{show(str(src.path))} is neither a 'docker save' archive (no manifest.json) nor an OCI "
+        "image layout (no oci-layout and index.json): give one of those."
     )
 
 
-def import_image(source: str | os.PathLike, name: str | None = None) -> list[Image]:
+def _stage_image(src: _Source, stage: _Stage, image: _Found, names: list[str]) -> None:
+    """Check one image's config and layers and stage them; nothing reaches the store yet."""
+    config_data = src.read(image.config)
+    where = f"config {image.config}"
+    image_id = stage.add_json(config_data, image.config_digest, f"the {show(where, quote=False)}")
+    config = src.read_json(image.config, config_data)
+    rootfs = _field(config, "rootfs", dict, where)
+    diff_ids = _field(rootfs, "diff_ids", list, where + " (rootfs)")
+    if not all(isinstance(d, str) and _DIGEST.match(d) for d in diff_ids):
+        raise BadInput(
+            f"the {show(where, quote=False)} lists a rootfs.diff_id that is not a sha256 "
+            "digest: the archive is corrupt."
+        )
+    if len(diff_ids) != len(image.layers):
+        raise BadInput(
+            f"the config lists {len(diff_ids)} layers but the manifest {len(image.layers)}: "
+            "the archive is corrupt; save the image again."
+        )
+    for (rel, digest), diff_id in zip(image.layers, diff_ids):
+        what = f"the layer {show(str(rel), quote=False)}"
+        with src.open(rel) as stream:
+            got = stage.add_layer(stream, digest, what)
+        _check_digest(got, diff_id, f"{what} (uncompressed)")
+    stage.images.append((image_id, names))
+
+
+def import_image(
+    source: str | os.PathLike,
+    name: str | None = None,
+    max_bytes: int | str | None = None,
+    max_entries: int | str | None = None,
+) -> list[Image]:
     """Import every image in a docker-save archive or OCI layout (dir or tar) into the store.
 
-    *name* names the (single) imported image instead of the names in the archive. Everything is
-    checked and applied in a scratch dir first; a refused archive leaves the store as it was.
+    *name* names the (single) imported image instead of the names in the archive. The whole
+    archive is checked and applied in a scratch dir first, then installed at once: a refused
+    archive leaves the store as it was. *max_bytes* and *max_entries* raise the bounds on what
+    one import may unpack (default: ``LABKIT_IMAGE_MAX_BYTES``, ``LABKIT_IMAGE_MAX_ENTRIES``,
+    else 1 GiB and 200,000 entries).
     """
     require_root("importing an image")
-    src = _Source(Path(source))
+    bounds = layers.Bounds.from_env(max_bytes, max_entries)
+    if name is not None:
+        name = full_name(name)
+    had_store = store_dir().is_dir()
+    src = None
     try:
+        src = _Source(Path(source), bounds)
         found = _find_images(src)
         if name is not None and len(found) != 1:
             raise BadInput(
-                f"the archive holds {len(found)} images, so one name cannot fit them: import without a name."
+                f"the archive holds {len(found)} images, so one name cannot fit them: import "
+                "without a name."
             )
-        imported = []
-        for image in found:
-            with _Stage() as stage:
-                config_data = src.read(image.config)
-                image_id = stage.add_json(
-                    config_data, image.config_digest, f"the config {image.config}"
-                )
-                config = src.read_json(image.config, config_data)
-                diff_ids = (
-                    (config.get("rootfs") or {}).get("diff_ids")
-                    if isinstance(config, dict)
-                    else None
-                )
-                if not isinstance(diff_ids, list) or not all(
-                    _DIGEST.match(str(d)) for d in diff_ids
-                ):
-                    raise BadInput(
-                        f"the config {image.config} has no valid rootfs.diff_ids: the archive is corrupt."
-                    )
-                if len(diff_ids) != len(image.layers):
-                    raise BadInput(
-                        f"the config lists {len(diff_ids)} layers but the manifest {len(image.layers)}: "
-                        "the archive is corrupt; save the image again."
-                    )
-                for (rel, digest), diff_id in zip(image.layers, diff_ids):
-                    with src.open(rel) as stream:
-                        got = stage.add_layer(stream, digest, f"the layer {rel}")
-                    _check_digest(got, diff_id, f"the layer {rel} (uncompressed)")
-                names = [full_name(name)] if name else image.names
-                imported.append(stage.install(image_id, names))
-        return imported
+        with _Stage(bounds) as stage:
+            for image in found:
+                _stage_image(src, stage, image, [name] if name else image.names)
+            return stage.install()
+    except OSError as e:
+        # The kernel's reason; never the scratch path, which is no use to the reader.
+        raise LabkitError(
+            f"importing {show(str(source))} failed: {e.strerror or type(e).__name__}; the store "
+            "is as it was "
+            "(if the disk is full, free space or set LABKIT_STATE_DIR to a bigger filesystem)."
+        ) from None
     finally:
-        src.close()
+        if src is not None:
+            src.close()
+        if not had_store and not _repositories():
+            _remove_empty_store()
 
 
 # --- writing archives -------------------------------------------------------------------------
@@ -605,39 +744,62 @@ def _archive_files(image: Image) -> list[tuple[str, Path | bytes]]:
 
 def export_image(ref: str, dest: str | os.PathLike) -> Path:
     """Write the image as an OCI layout (with a docker-save manifest.json): a tar if *dest* ends
-    in ``.tar``, else a new directory. The same image always gives the same bytes."""
+    in ``.tar``, else a new directory. The same image always gives the same bytes.
+
+    Everything is written below a temporary name made exclusively beside *dest* (``mkdtemp``,
+    ``O_EXCL``: never through a link someone planted there), then renamed to *dest*.
+    """
     image = get(ref)
     dest = Path(dest)
-    if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
         raise BadInput(
-            f"{dest} already exists: give a new path (NAME.tar for a tar, else a directory)."
+            f"{show(str(dest))} cannot be used ({e.strerror}): give a new path."
+        ) from None
+    is_tar = dest.suffix == ".tar"
+    if st is not None and (is_tar or not stat.S_ISDIR(st.st_mode) or os.listdir(dest)):
+        raise BadInput(
+            f"{show(str(dest))} already exists: give a new path (NAME.tar for a tar, else a "
+            "directory)."
+        )
+    if not dest.parent.is_dir():
+        raise BadInput(
+            f"{show(str(dest.parent))} is not a directory: give a path in an existing directory."
         )
     files = _archive_files(image)
-    tmp = dest.with_name(f".{dest.name}.exporting")
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        if dest.suffix == ".tar":
-            _write_archive_tar(files, tmp)
+        if is_tar:
+            with open(tmp / "archive.tar", "xb") as out:
+                _write_archive_tar(files, out)
+            os.chmod(tmp / "archive.tar", 0o644)
+            os.rename(tmp / "archive.tar", dest)
+            os.rmdir(tmp)
         else:
             for rel, content in files:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(content, bytes):
-                    (tmp / rel).write_bytes(content)
-                else:
-                    shutil.copyfile(content, tmp / rel)
-            if dest.is_dir():
-                dest.rmdir()
-        os.rename(tmp, dest)
+                with open(tmp / rel, "xb") as out:
+                    if isinstance(content, bytes):
+                        out.write(content)
+                    else:
+                        with open(content, "rb") as f:
+                            shutil.copyfileobj(f, out, _CHUNK)
+            os.chmod(tmp, 0o755)
+            # rename(2) replaces an empty directory (or nothing) and never follows a link
+            os.rename(tmp, dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
 
 
-def _write_archive_tar(files: list[tuple[str, Path | bytes]], path: Path) -> None:
+def _write_archive_tar(files: list[tuple[str, Path | bytes]], out: BinaryIO) -> None:
     """A tar of *files*, sorted, with fixed times and owners: the same files give the same bytes."""
     dirs = sorted({str(p) for rel, _ in files for p in Path(rel).parents} - {"."})
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as archive:
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as archive:
         for d in dirs:
             info = tarfile.TarInfo(d)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
@@ -675,8 +837,8 @@ def _new_image(
     config["rootfs"]["diff_ids"].append(diff_id)
     # No timestamp: the same change on the same image gives the same image id.
     config.setdefault("history", []).append({"created_by": comment})
-    image_id = stage.add_json(_config_bytes(config))
-    return stage.install(image_id, names)
+    stage.images.append((stage.add_json(_config_bytes(config)), names))
+    return stage.install()[0]
 
 
 def busybox_image(name: str = "busybox:latest") -> Image:
@@ -721,21 +883,22 @@ def remove(ref: str) -> list[str]:
             raise BadInput(
                 f"the image {ref} is in use by the overlay mounted at {live.merged}: unmount it first."
             )
-    repos = _repositories()
-    del repos[image.id]
-    _write_repositories(repos)
-    still_used = set(repos)
-    for other in repos:
-        still_used.update(json.loads(_blob_path(other).read_bytes())["rootfs"]["diff_ids"])
     removed = []
-    for digest in [image.id, *image.diff_ids]:
-        if digest in still_used or not _blob_path(digest).exists():
-            continue
-        _blob_path(digest).unlink()
-        shutil.rmtree(layer_dir(digest), ignore_errors=True)
-        removed.append(digest)
-    if not repos:
-        _remove_empty_store()
+    with _store_lock():
+        repos = _repositories()
+        repos.pop(image.id, None)
+        _write_repositories(repos)
+        still_used = set(repos)
+        for other in repos:
+            still_used.update(json.loads(_blob_path(other).read_bytes())["rootfs"]["diff_ids"])
+        for digest in [image.id, *image.diff_ids]:
+            if digest in still_used or not _blob_path(digest).exists():
+                continue
+            _blob_path(digest).unlink()
+            shutil.rmtree(layer_dir(digest), ignore_errors=True)
+            removed.append(digest)
+        if not repos:
+            _remove_empty_store()
     return removed
 
 

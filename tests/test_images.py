@@ -11,6 +11,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -297,6 +298,50 @@ def test_a_legacy_archive_with_a_linked_repeated_layer_imports(state_dir, tmp_pa
     assert image.diff_ids == [sha(BASE), sha(BASE), sha(TOP)] and image.names == ["twice:latest"]
     for diff_id in set(image.diff_ids):  # each blob holds its own layer
         assert images.layers.digest_file(images._blob_path(diff_id)) == diff_id
+
+
+def test_a_docker_save_archive_as_docker_writes_it_imports(state_dir, tmp_path):
+    """The legacy layout as Docker 20.10's `docker save` writes it: directory entries, a
+    directory per layer with VERSION, json and layer.tar, a repeated layer as a symlink to the
+    first, <config>.json, manifest.json and repositories. GNU tar unpacks the same archive into
+    a directory, which imports as the same image."""
+    config = config_for([BASE, BASE, TOP])
+    ids = [hashlib.sha256(f"layer {i}".encode()).hexdigest() for i in range(3)]
+    config_rel = sha(config).split(":")[1] + ".json"
+    manifest = [{"Config": config_rel, "RepoTags": ["test/app:1"], "Layers": []}]
+    path = tmp_path / "saved.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+
+        def add(name, data=None, kind=tarfile.REGTYPE, link=""):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.mode = (
+                kind,
+                link,
+                0o755 if kind == tarfile.DIRTYPE else 0o644,
+            )
+            info.size = len(data) if data is not None else 0
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        for i, (layer_id, blob) in enumerate(zip(ids, [BASE, BASE, TOP])):
+            add(layer_id, kind=tarfile.DIRTYPE)
+            add(f"{layer_id}/VERSION", b"1.0")
+            add(f"{layer_id}/json", json.dumps({"id": layer_id}).encode())
+            if i == 1:  # the same layer again: Docker links it to the first copy
+                add(f"{layer_id}/layer.tar", kind=tarfile.SYMTYPE, link=f"../{ids[0]}/layer.tar")
+            else:
+                add(f"{layer_id}/layer.tar", blob)
+            manifest[0]["Layers"].append(f"{layer_id}/layer.tar")
+        add(config_rel, config)
+        add("manifest.json", json.dumps(manifest).encode())
+        add("repositories", json.dumps({"test/app": {"1": ids[2]}}).encode())
+    (image,) = images.import_image(path)
+    assert image.names == ["test/app:1"] and image.id == sha(config)
+    assert image.diff_ids == [sha(BASE), sha(BASE), sha(TOP)]
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xf", str(path), "-C", str(unpacked)], check=True, timeout=30)
+    (again,) = images.import_image(unpacked, name="test/again:1")
+    assert again.id == image.id and again.diff_ids == image.diff_ids
 
 
 def test_round_trip_import_export_import_keeps_every_digest(state_dir, tmp_path):
