@@ -259,6 +259,7 @@ def test_provisioning_twice_gives_the_same_files(tmp_path, fake_systemctl):
     assert "changed: yes" in first.stdout and "changed: no" in second.stdout
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
         "etc/labkit/jupyter-token",
+        "etc/labkit/lab-vm",  # doctor's mark: inside the lab VM, never "use the lab VM"
         "etc/systemd/system/jupyterlab.service",
     ]
     # A scratch root never reaches the real systemd.
