@@ -63,7 +63,7 @@ _FORKING_KINDS = {"pid", "time"}
 _INIT = Path(__file__).with_name("_init.py")
 
 DEFAULT_UID_MAP = "0 100000 65536"
-SETUP_TIMEOUT = 10.0  # seconds the helper child may take to set up before we give up
+SETUP_TIMEOUT = 30.0  # seconds the helper child may take to set up before we give up
 
 
 def parse_kinds(kinds: str | Iterable[str]) -> list[str]:

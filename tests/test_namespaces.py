@@ -112,7 +112,16 @@ def test_orphans_become_zombies_unless_pid_1_reaps_them(init):
     script = "sh -c 'sleep 0.1 &'; exec sleep 30"
     with ns.spawn(["/bin/sh", "-c", script], ["mnt", "pid"], init=init) as proc:
         inode = os.stat(f"/proc/{proc.pid}/ns/pid").st_ino
-        time.sleep(0.6)
+
+        def orphan_done() -> bool:
+            # The shells are done (PID 1's shell has become "sleep 30") and the orphan has
+            # exited: only "sleep 30" (under labkit's init, with init=True) is left running.
+            alive = [p for p in ns_members("pid", inode) if process_state(p) != "Z"]
+            comms = [Path(f"/proc/{p}/comm").read_text().strip() for p in alive]
+            return len(alive) == (2 if init else 1) and "sh" not in comms
+
+        assert wait_until(orphan_done, 30)
+        time.sleep(0.2)  # time for a reaping init to reap
         assert bool(zombies_in(inode)) == (not init)
 
 

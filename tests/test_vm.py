@@ -206,11 +206,15 @@ def test_the_repository_is_copied_without_the_hosts_venv(tmp_path):
 # --- provision-vm -----------------------------------------------------------------------------
 
 
-def provision(root: Path, bin_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def provision(
+    root: Path, bin_dir: Path, *args: str, userns_switch: Path | None = None
+) -> subprocess.CompletedProcess:
+    """provision-vm into the scratch root; AppArmor's userns switch at *userns_switch* (none)."""
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "LABKIT_DESTDIR": str(root),
         "SYSTEMCTL_LOG": str(bin_dir / "systemctl.log"),
+        "LABKIT_USERNS_SYSCTL": str(userns_switch or bin_dir / "no-such-switch"),
     }
     return subprocess.run(
         ["bash", str(PROVISION), *args],
@@ -255,6 +259,7 @@ def test_provisioning_twice_gives_the_same_files(tmp_path, fake_systemctl):
     assert "changed: yes" in first.stdout and "changed: no" in second.stdout
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
         "etc/labkit/jupyter-token",
+        "etc/labkit/lab-vm",  # doctor's mark: inside the lab VM, never "use the lab VM"
         "etc/systemd/system/jupyterlab.service",
     ]
     # A scratch root never reaches the real systemd.
@@ -329,3 +334,213 @@ def test_provision_vm_rejects_unknown_options(tmp_path, fake_systemctl):
         "provision-vm: unknown option '--no-start': the only option is --no-setup."
     )
     assert not (tmp_path / "root").exists()
+
+
+def test_the_token_is_not_in_the_unit(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+    token = (root / "etc/labkit/jupyter-token").read_text()
+    assert "\n" not in token  # the server takes the file's whole text as the token
+    assert token not in (root / "etc/systemd/system/jupyterlab.service").read_text()
+
+
+def test_scripts_lab_hands_the_token_over_in_a_file():
+    text = (REPO / "scripts" / "lab").read_text()
+    exec_line = text[text.index("exec .venv/bin/jupyter") :]
+    assert "token" not in exec_line.lower()  # on the command line, `ps` would show it
+    assert "export JUPYTER_TOKEN_FILE=$token_file" in text
+    assert "--LabApp.news_url=None" in exec_line  # no news pop-up
+
+
+def test_apparmors_userns_restriction_is_lifted_where_the_kernel_has_it(tmp_path, fake_systemctl):
+    switch = tmp_path / "apparmor_restrict_unprivileged_userns"
+    switch.write_text("1\n")
+    root = tmp_path / "root"
+    first = provision(root, fake_systemctl, "--no-setup", userns_switch=switch)
+    assert first.returncode == 0, first.stderr
+    conf = root / "etc/sysctl.d/60-labkit-userns.conf"
+    lines = conf.read_text().splitlines()
+    assert "kernel.apparmor_restrict_unprivileged_userns = 0" in lines
+    assert any(line.startswith("#") and "lesson 05" in line for line in lines)  # says why
+    mtime = conf.stat().st_mtime_ns
+    assert provision(root, fake_systemctl, "--no-setup", userns_switch=switch).returncode == 0
+    assert conf.stat().st_mtime_ns == mtime
+    assert switch.read_text() == "1\n"  # a scratch root never touches the running kernel
+
+
+def test_no_sysctl_file_where_the_kernel_has_no_such_switch(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+    assert not (root / "etc/sysctl.d").exists()
+
+
+def test_test_vm_can_be_skipped_for_quick_runs():
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "test-vm")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": os.environ["PATH"], "LABKIT_SKIP_VM": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "test-vm: skipped (LABKIT_SKIP_VM=1)."
+
+
+def test_the_readme_test_command_runs_the_vm_after_the_v2_kernel():
+    text = (REPO / "scripts" / "test").read_text()
+    assert text.index("scripts/test-v2") < text.index("scripts/test-vm")
+
+
+# --- scripts/vm/check-lab: the notebook run through a server's own kernels -------------------
+
+CHECK_LAB = REPO / "scripts" / "vm" / "check-lab"
+
+
+def synthetic_notebook(path: Path) -> None:
+    """Cells that pass, fail and are skipped or ignored, for nbval and check-lab alike."""
+    import nbformat
+
+    def cell(source, outputs=(), tags=None, count=1):
+        c = nbformat.v4.new_code_cell(source)
+        c.execution_count, c.outputs = count, list(outputs)
+        if tags:
+            c.metadata["tags"] = tags
+        return c
+
+    def out(text, name="stdout"):
+        return nbformat.v4.new_output("stream", name=name, text=text)
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = [
+        cell('print("hello from pid", 4321)', [out("hello from pid 1111\n")]),  # 0 sanitized
+        cell("import random\n# NBVAL_IGNORE_OUTPUT\nprint(random.random())", [out("0.5\n")]),
+        cell("print('nbval skips me'); 1/0", tags=["nbval-skip"]),  # 2
+        cell("6 * 7", [nbformat.v4.new_output("execute_result", data={"text/plain": "42"})]),
+        cell('print("x")', [out("y\n")]),  # 4 differs
+        cell('raise ValueError("boom")'),  # 5 error
+        cell("# NBVAL_RAISES_EXCEPTION\n1/0", [], count=7),  # 6 error expected, output differs
+        cell('print("never run before")', count=None),  # 7 not compared
+        cell("import sys; print('err', file=sys.stderr)", [out("err\n", "stderr")]),  # 8
+    ]
+    nbformat.write(nb, str(path))
+
+
+def failing_cells(text: str, pattern: str) -> set[int]:
+    import re
+
+    return {int(n) for n in re.findall(pattern, text)}
+
+
+@pytest.fixture
+def lab_server(tmp_path):
+    """A JupyterLab server over tmp_path/nb whose token is in a file: (url, token file)."""
+    import socket
+    import urllib.request
+
+    from tests.conftest import wait_until
+
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    token_file = tmp_path / "token"
+    token_file.write_text("0123456789abcdef0123456789abcdef")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(os.sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "jupyter"), "lab", "--allow-root", "--no-browser",
+         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--ServerApp.root_dir={nb_dir}", "--LabApp.news_url=None"],
+        env={**os.environ, "JUPYTER_TOKEN_FILE": str(token_file), "HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers():
+        try:
+            urllib.request.urlopen(url + "/api", timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(answers, 60), "jupyter lab did not start listening"
+        yield url, token_file, nb_dir
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def test_check_lab_fails_the_cells_nbval_fails(lab_server):
+    url, token_file, nb_dir = lab_server
+    notebook = nb_dir / "t.ipynb"
+    synthetic_notebook(notebook)
+    sanitize = REPO / "notebooks" / "sanitize.cfg"
+    nbval = subprocess.run(
+        [os.sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval",
+         "--nbval-current-env", "--nbval-sanitize-with", str(sanitize), str(notebook)],
+        check=False, capture_output=True, text=True, timeout=120, cwd=nb_dir,
+    )
+    ours = subprocess.run(
+        [os.sys.executable, str(CHECK_LAB), "--url", url, "--token-file", str(token_file),
+         "--sanitize", str(sanitize), str(notebook)],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+    expected = failing_cells(nbval.stdout, r"FAILED \S*::Cell (\d+)")
+    assert expected == {4, 5, 6}, nbval.stdout  # the notebook is built to fail these
+    assert ours.returncode == 1, ours.stdout + ours.stderr
+    assert failing_cells(ours.stdout, r"(?m)^    cell (\d+):") == expected, ours.stdout
+    assert "FAIL t.ipynb (8 cells run, 5 compared, 1 skipped" in ours.stdout
+    assert "refuses (302 to /login, 403)" in ours.stdout
+    assert token_file.read_text() not in ours.stdout
+
+
+def test_check_lab_passes_a_notebook_whose_outputs_match(lab_server):
+    import nbformat
+
+    url, token_file, nb_dir = lab_server
+    notebook = nb_dir / "ok.ipynb"
+    synthetic_notebook(notebook)
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells = [c for i, c in enumerate(nb.cells) if i not in (4, 5, 6)]
+    nbformat.write(nb, str(notebook))
+    ours = subprocess.run(
+        [os.sys.executable, str(CHECK_LAB), "--url", url, "--token-file", str(token_file),
+         "--sanitize", str(REPO / "notebooks" / "sanitize.cfg"), str(notebook)],
+        check=False, capture_output=True, text=True, timeout=120,
+    )
+    assert ours.returncode == 0, ours.stdout + ours.stderr
+    assert "PASS ok.ipynb (5 cells run, 3 compared, 1 skipped" in ours.stdout
+
+
+def test_a_changed_scripts_lab_changes_the_unit(tmp_path, fake_systemctl):
+    """The service restarts when the script it runs changed (a `git pull` then `vagrant up`)."""
+    copy = tmp_path / "repo"
+    (copy / "scripts").mkdir(parents=True)
+    for name in ("provision-vm", "lab"):
+        shutil.copy(REPO / "scripts" / name, copy / "scripts" / name)
+    root = tmp_path / "root"
+    env = {
+        "PATH": f"{fake_systemctl}:{os.environ['PATH']}",
+        "LABKIT_DESTDIR": str(root),
+        "LABKIT_USERNS_SYSCTL": str(tmp_path / "none"),
+    }
+
+    def run():
+        return subprocess.run(
+            ["bash", str(copy / "scripts" / "provision-vm"), "--no-setup"],
+            check=False, capture_output=True, text=True, timeout=30, env=env,
+        )
+
+    assert "changed: yes" in run().stdout
+    assert "changed: no" in run().stdout
+    with open(copy / "scripts" / "lab", "a") as lab:
+        lab.write("# a change\n")
+    assert "changed: yes" in run().stdout

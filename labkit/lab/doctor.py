@@ -212,7 +212,7 @@ def create_each_kind() -> dict[str, str]:
         check=False,
         capture_output=True,
         text=True,
-        timeout=10,
+        timeout=60,  # an interpreter starts in 0.1 s, but in an emulated VM it can take 10
         env=env,
     )
     if out.returncode != 0:

@@ -122,9 +122,12 @@ def summary(results: list[RateResult]) -> str:
     for r in results:
         if r.limit_mbit is None:
             continue
-        close = abs(r.mbit_per_s - r.limit_mbit) <= 0.15 * r.limit_mbit
+        # The limit's promise is a ceiling: a slow machine (software emulation) may not reach
+        # it, but no stream may pass it by more than tbf's bucket lets through.
+        held = r.mbit_per_s <= 1.15 * r.limit_mbit
         lines.append(
-            f"limit {r.limit_mbit:g} Mbit/s: measured within 15% of it: {'yes' if close else 'no'}"
+            f"limit {r.limit_mbit:g} Mbit/s: the stream stayed under it (15% slack): "
+            f"{'yes' if held else 'no'}"
         )
         if free is not None:
             lines.append(

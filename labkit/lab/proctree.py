@@ -66,11 +66,19 @@ def zombies(proc: namespaces.Process) -> list[Member]:
     return [m for m in members_of(proc) if m.state == "Z"]
 
 
-def wait_for(proc: namespaces.Process, count: int, seconds: float = 5.0) -> list[Member]:
-    """Wait (at most *seconds*) until *proc*'s PID namespace holds *count* processes."""
+def wait_for(
+    proc: namespaces.Process, count: int, seconds: float = 30.0, comm: str | None = None
+) -> list[Member]:
+    """Wait (at most *seconds*) until *proc*'s PID namespace holds *count* processes, and, with
+    *comm*, until every one but PID 1 runs that program (a forked shell execs it a moment later).
+    """
     deadline = time.monotonic() + seconds
+
+    def ready(found: list[Member]) -> bool:
+        return len(found) == count and (comm is None or all(m.comm == comm for m in found[1:]))
+
     found = members_of(proc)
-    while len(found) != count and time.monotonic() < deadline:
+    while not ready(found) and time.monotonic() < deadline:
         time.sleep(0.02)
         found = members_of(proc)
     return found
@@ -82,7 +90,7 @@ def start_with_children(children: int, seconds: int = 60) -> namespaces.Process:
         raise BadInput(f"{children} children: choose between 0 and 50.")
     script = f"i=0; while [ $i -lt {children} ]; do sleep {seconds} & i=$((i+1)); done; wait"
     proc = namespaces.spawn(["/bin/sh", "-c", script], ["mnt", "pid"])
-    wait_for(proc, children + 1)
+    wait_for(proc, children + 1, comm="sleep")
     return proc
 
 
