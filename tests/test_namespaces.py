@@ -116,8 +116,13 @@ def test_orphans_become_zombies_unless_pid_1_reaps_them(init):
         def orphan_done() -> bool:
             # The shells are done (PID 1's shell has become "sleep 30") and the orphan has
             # exited: only "sleep 30" (under labkit's init, with init=True) is left running.
-            alive = [p for p in ns_members("pid", inode) if process_state(p) != "Z"]
-            comms = [Path(f"/proc/{p}/comm").read_text().strip() for p in alive]
+            alive = [p for p in ns_members("pid", inode) if process_state(p) not in ("Z", "gone")]
+            comms = []
+            for pid in alive:
+                try:
+                    comms.append(Path(f"/proc/{pid}/comm").read_text().strip())
+                except FileNotFoundError:
+                    return False  # one exited meanwhile: look again
             return len(alive) == (2 if init else 1) and "sh" not in comms
 
         assert wait_until(orphan_done, 30)

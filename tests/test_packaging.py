@@ -54,7 +54,7 @@ def test_setup_is_idempotent():
     stamp = ROOT / ".venv" / ".labkit-installed"
     before = stamp.read_text()
     result = subprocess.run(
-        [str(ROOT / "scripts" / "setup"), "test"], capture_output=True, text=True, timeout=120
+        [str(ROOT / "scripts" / "setup"), "test"], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert "installing" not in result.stdout, result.stdout

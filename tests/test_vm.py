@@ -44,7 +44,7 @@ def vagrant(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
         check=False,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         env=full_env,
         cwd=tmp_path,
     )
@@ -134,7 +134,7 @@ def vagrant_settings(tmp_path: Path, **env: str) -> tuple[dict, list]:
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=300,
         env={**clean, **env},
     )
     assert result.returncode == 0, result.stderr
@@ -221,7 +221,7 @@ def provision(
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=300,
         env=env,
     )
 
@@ -311,7 +311,7 @@ def test_systemd_accepts_the_unit(tmp_path, fake_systemctl):
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=300,
     )
     version = int(
         subprocess.run(
@@ -380,7 +380,7 @@ def test_test_vm_can_be_skipped_for_quick_runs():
         check=False,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=300,
         env={"PATH": os.environ["PATH"], "LABKIT_SKIP_VM": "1"},
     )
     assert result.returncode == 0, result.stderr
