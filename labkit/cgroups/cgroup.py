@@ -98,6 +98,14 @@ def is_ours(path: Path) -> bool:
         return False  # gone meanwhile
 
 
+def rmdir_if_empty(path: Path) -> None:
+    """rmdir the shared labkit/ directory once its last cgroup is gone; keep it otherwise."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # another cgroup (perhaps another shell's) still lives there
+
+
 def remove_dir(path: Path, deadline: float) -> None:
     """rmdir a cgroup; the kernel says EBUSY for a moment after its last process died."""
     while True:
@@ -411,10 +419,7 @@ def remove_dirs(dirs: list[Path], timeout: float = 5.0) -> None:
         if left:
             time.sleep(0.01)
     for d in dirs:
-        try:
-            os.rmdir(d.parent)  # the shared labkit/ goes with its last cgroup
-        except OSError:
-            pass  # another cgroup still lives there
+        rmdir_if_empty(d.parent)
 
 
 def remove_leftovers() -> None:

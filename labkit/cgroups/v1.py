@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import BadInput, MissingFeature
-from .cgroup import Pressure, Stats, keyed, make_dir, read, remove_dir, write
+from .cgroup import Pressure, Stats, keyed, make_dir, read, remove_dir, rmdir_if_empty, write
 from .layout import Hierarchy, Layout
 from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us, weight_to_shares
 
@@ -90,10 +90,7 @@ class Backend:
     def remove(self, deadline: float) -> None:
         for h, d in zip(self.hierarchies, self.dirs):
             remove_dir(d, deadline)
-            try:
-                os.rmdir(h.parent)  # the shared labkit/ goes when its last cgroup does
-            except OSError:
-                pass  # another cgroup (perhaps another shell's) still lives there
+            rmdir_if_empty(h.parent)
 
     # --- limits -----------------------------------------------------------------------------
 

@@ -65,13 +65,6 @@ def no_internal_processes(cgroup: Path, placement: str) -> str:
     )
 
 
-def _rmdir_quietly(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass  # another cgroup (perhaps another shell's) still lives there
-
-
 class Backend:
     """A v2 cgroup: ``<base>/labkit/<dirname>`` in the unified hierarchy (see ``layout``)."""
 
@@ -121,7 +114,7 @@ class Backend:
                     raise
             except BaseException:
                 if made_parent:
-                    _rmdir_quietly(parent)
+                    files.rmdir_if_empty(parent)
                 raise
 
     def _enable(self, cgroup: Path, controllers: list[str]) -> None:
@@ -137,7 +130,7 @@ class Backend:
 
     def remove(self, deadline: float) -> None:
         files.remove_dir(self.dir, deadline)
-        _rmdir_quietly(self.hierarchy.parent)  # the shared labkit/ goes with its last cgroup
+        files.rmdir_if_empty(self.hierarchy.parent)
 
     # --- limits -----------------------------------------------------------------------------
 
