@@ -223,7 +223,7 @@ def create_each_kind() -> dict[str, str]:
 def _namespace_check(host: Host, name: str, error: str | None) -> Check:
     """One kind: *error* is None when not tried, "" when created, else why unshare() failed."""
     required, since = name in REQUIRED_KINDS, KINDS[name].since
-    flag = f"CLONE_NEW{'NS' if name == 'mnt' else name.upper()}"
+    flag = ksys.CLONE_NAMES[KINDS[name].flag]
     label = f"namespace {name}"
     if not host.path(f"/proc/self/ns/{name}").exists():
         return Check(
