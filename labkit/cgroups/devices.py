@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import mountinfo
 from ..state import PREFIX, check_name
 from . import layout as layout_mod
-from .cgroup import is_ours, make_dir, remove_dir, write
+from .base import is_ours, make_dir, remove_dir, write
 
 # What runc always allows: "m" (mknod) of any node, then use of the harmless ones.
 DEFAULT_ALLOW = (

@@ -90,6 +90,11 @@ class Layout:
                 return h
         return None
 
+    def directory(self, controller: str, dirname: str) -> Path | None:
+        """Where the cgroup *dirname* keeps *controller*'s files ("": cgroup2's), or None."""
+        h = self.hierarchy(controller)
+        return h.parent / dirname if h is not None else None
+
 
 def detect_mode(root: Path = ROOT, fs_type=ksys.statfs) -> str:
     """Ask the kernel which filesystem is at *root* (statfs), as systemd and runc do.

@@ -14,13 +14,11 @@ The files, against v2's (``../shared/docs/kernel-facts.md`` has the whole table)
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 from ..errors import BadInput, MissingFeature
-from .cgroup import Pressure, Stats, keyed, make_dir, read, remove_dir, rmdir_if_empty, write
+from .base import make_dir, read, remove_dir, rmdir_if_empty, write
 from .layout import Hierarchy, Layout
 from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us, weight_to_shares
 
@@ -33,16 +31,13 @@ class Backend:
     """A v1 cgroup: ``<own cgroup>/labkit/<dirname>`` in each hierarchy."""
 
     def __init__(self, dirname: str, layout: Layout):
-        self.dirname = dirname
+        self.dirname, self.layout = dirname, layout
         # Each hierarchy labkit uses: the v1 ones, and cgroup2 (hybrid) for pressure only.
         self.hierarchies: list[Hierarchy] = list(layout.hierarchies)
         self.dirs = [h.parent / dirname for h in self.hierarchies]
 
     def _dir(self, controller: str) -> Path | None:
-        for h, d in zip(self.hierarchies, self.dirs):
-            if controller in h.controllers or (controller == "" and not h.controllers):
-                return d
-        return None
+        return self.layout.directory(controller, self.dirname)
 
     def _file(self, controller: str, name: str) -> Path:
         d = self._dir(controller)
@@ -194,54 +189,11 @@ class Backend:
     def thaw(self) -> None:
         write(self._file("freezer", "freezer.state"), "THAWED")
 
-    def kill(self) -> None:
-        """Freeze (so nothing can fork meanwhile), SIGKILL every process, thaw so they die."""
-        frozen = self._dir("freezer") is not None and self._dir("freezer").is_dir()
-        if frozen:
-            try:
-                self.freeze(1.0)
-            except TimeoutError:
-                pass  # a task in uninterruptible sleep: kill the rest anyway
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if frozen:
-            self.thaw()  # a frozen task handles its SIGKILL only once it runs again
-
     # --- counters ---------------------------------------------------------------------------
 
-    def stats(self) -> Stats:
-        memory, cpu = self._dir("memory"), self._dir("cpu")
-        cpuacct, pids, freezer = self._dir("cpuacct"), self._dir("pids"), self._dir("freezer")
-        cpu_stat = keyed(read(cpu / "cpu.stat")) if cpu else {}
-        oom = keyed(read(memory / "memory.oom_control")) if memory else {}
-        events = keyed(read(pids / "pids.events")) if pids else {}
-        return Stats(
-            memory_current=int(read(memory / "memory.usage_in_bytes")) if memory else 0,
-            memory_peak=int(read(memory / "memory.max_usage_in_bytes")) if memory else None,
-            oom_kills=int(oom.get("oom_kill", 0)),
-            cpu_usage_us=int(read(cpuacct / "cpuacct.usage")) // 1000 if cpuacct else 0,
-            cpu_periods=int(cpu_stat.get("nr_periods", 0)),
-            cpu_throttled=int(cpu_stat.get("nr_throttled", 0)),
-            cpu_throttled_us=int(cpu_stat.get("throttled_time", 0)) // 1000,
-            pids_current=int(read(pids / "pids.current")) if pids else len(self.pids()),
-            pids_refused=int(events.get("max", 0)),
-            frozen=bool(freezer) and read(freezer / "freezer.state") == "FROZEN",
-            pressure=_pressure(self._dir("")),
-        )
-
-
-def _pressure(unified: Path | None) -> dict[str, Pressure]:
-    """PSI from the cgroup's twin in the hybrid cgroup2 hierarchy, if the kernel has PSI."""
-    found = {}
-    for resource in ("cpu", "memory", "io"):
-        try:
-            found[resource] = Pressure.parse(read(unified / f"{resource}.pressure"))
-        except (OSError, TypeError):
-            pass  # no cgroup2 twin (pure v1) or a kernel without PSI (psi=0)
-    return found
+    def frozen(self) -> bool:
+        freezer = self._dir("freezer")
+        return freezer is not None and read(freezer / "freezer.state") == "FROZEN"
 
 
 def _inherit_cpuset(d: Path) -> None:

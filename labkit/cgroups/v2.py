@@ -18,15 +18,13 @@ and the pressure files ``cpu.pressure``, ``memory.pressure``, ``io.pressure``.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 from ..errors import BadInput, MissingFeature
-from . import cgroup as files
+from . import base as files
 from . import layout as layout_mod
-from .cgroup import Pressure, Stats, keyed, read, write
+from .base import keyed, read, write
 from .layout import Layout
 from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us
 
@@ -194,47 +192,7 @@ class Backend:
     def thaw(self) -> None:
         write(self.dir / "cgroup.freeze", "0")
 
-    def kill(self) -> None:
-        """cgroup.kill (5.14+) SIGKILLs every task at once, new forks included; else one by one."""
-        if (self.dir / "cgroup.kill").exists():
-            write(self.dir / "cgroup.kill", "1")
-            return
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
     # --- counters ---------------------------------------------------------------------------
 
-    def stats(self) -> Stats:
-        d = self.dir
-
-        def optional(name: str) -> str | None:
-            try:
-                return read(d / name)
-            except FileNotFoundError:
-                return None
-
-        cpu = keyed(read(d / "cpu.stat"))
-        peak = optional("memory.peak")  # kernel 5.19+
-        memory_events = keyed(optional("memory.events") or "")
-        pids_events = keyed(optional("pids.events") or "")
-        pressure = {}
-        for resource in ("cpu", "memory", "io"):
-            text = optional(f"{resource}.pressure")
-            if text:
-                pressure[resource] = Pressure.parse(text)
-        return Stats(
-            memory_current=int(optional("memory.current") or 0),
-            memory_peak=int(peak) if peak is not None else None,
-            oom_kills=int(memory_events.get("oom_kill", 0)),
-            cpu_usage_us=int(cpu.get("usage_usec", 0)),
-            cpu_periods=int(cpu.get("nr_periods", 0)),
-            cpu_throttled=int(cpu.get("nr_throttled", 0)),
-            cpu_throttled_us=int(cpu.get("throttled_usec", 0)),
-            pids_current=int(optional("pids.current") or len(self.pids())),
-            pids_refused=int(pids_events.get("max", 0)),
-            frozen=keyed(read(d / "cgroup.events")).get("frozen") == "1",
-            pressure=pressure,
-        )
+    def frozen(self) -> bool:
+        return keyed(read(self.dir / "cgroup.events")).get("frozen") == "1"
