@@ -16,7 +16,7 @@ from .errors import LabkitError
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .lab import doctor
+    from . import doctor
 
     results = doctor.run_checks()
     if args.json:

@@ -18,8 +18,8 @@ import pytest
 
 from labkit import rootfs
 from labkit import sys as ksys
-from labkit.lab import doctor
-from labkit.lab.doctor import FAIL, OK, WARN, Host
+from labkit import doctor
+from labkit.doctor import FAIL, OK, WARN, Host
 from labkit.namespaces import KINDS
 
 from .conftest import run_as_nobody
