@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit import rootfs
+from labkit import doctor, rootfs
 from labkit import sys as ksys
-from labkit import doctor
 from labkit.doctor import FAIL, OK, WARN, Host
 from labkit.namespaces import KINDS
 
