@@ -11,6 +11,8 @@ inside as the overflow id (``/proc/sys/kernel/overflowuid``). Read ``man 5 proc`
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ __all__ = [
     "overflow_uid",
     "parse_status",
     "process_count",
+    "signal_each",
     "status",
 ]
 
@@ -83,3 +86,12 @@ def host_uid(pid: int | str) -> int:
 def overflow_uid() -> int:
     """The id the kernel shows for an owner that has no mapping in the user namespace."""
     return int(Path("/proc/sys/kernel/overflowuid").read_text())
+
+
+def signal_each(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
+    """kill(2) each of *pids* with *sig*; one that has exited meanwhile is no error."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

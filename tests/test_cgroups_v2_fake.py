@@ -269,4 +269,4 @@ def test_layout_parsing_of_proc_files():
         ("cgroup", ("memory",)),
         ("cgroup", ("cpu", "cpuacct")),
     ]
-    assert layout_mod._relative("/docker/abc/x", "/docker/abc") == "/x"
+    assert layout_mod.relative_to_root("/docker/abc/x", "/docker/abc") == "/x"

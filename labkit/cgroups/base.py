@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..proc import signal_each
 from ..state import state_dir
 from .units import format_size
 
@@ -339,9 +339,5 @@ def kill_all(dirs: list[Path]) -> None:
         if (d / "cgroup.kill").exists():
             write(d / "cgroup.kill", "1")
         else:
-            for pid in procs(d):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            signal_each(procs(d))
         _thaw(d)
