@@ -27,6 +27,19 @@ _UNLIMITED = -1
 _HUGE = 1 << 62
 
 
+# The files behind each limit, in the order plan() writes them (memory last, as on v2; memory
+# and memory+swap in whichever order the kernel accepts, see _plan_memory).
+LIMIT_FILES = {
+    "cpus": (("cpu", "cpu.cfs_period_us"), ("cpu", "cpu.cfs_quota_us")),
+    "weight": (("cpu", "cpu.shares"),),
+    "pids": (("pids", "pids.max"),),
+    "cpuset": (("cpuset", "cpuset.cpus"),),
+    "memory_high": (("memory", "memory.soft_limit_in_bytes"),),
+    "memory": (("memory", "memory.limit_in_bytes"), ("memory", "memory.memsw.limit_in_bytes")),
+    "swap": (("memory", "memory.memsw.limit_in_bytes"),),
+}
+
+
 class Backend:
     """A v1 cgroup: ``<own cgroup>/labkit/<dirname>`` in each hierarchy."""
 
@@ -116,16 +129,17 @@ class Backend:
         writes: list[tuple[Path, str]] = []
         if limits.cpus is not None:
             quota = _UNLIMITED if limits.cpus == MAX else quota_us(limits.cpus)
-            writes.append((self._file("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US)))
-            writes.append((self._file("cpu", "cpu.cfs_quota_us"), str(quota)))
+            period, quota_file = (self._file(*f) for f in LIMIT_FILES["cpus"])
+            writes += [(period, str(CPU_PERIOD_US)), (quota_file, str(quota))]
         if limits.weight is not None:
-            writes.append((self._file("cpu", "cpu.shares"), str(weight_to_shares(limits.weight))))
+            shares = self._file(*LIMIT_FILES["weight"][0])
+            writes.append((shares, str(weight_to_shares(limits.weight))))
         if limits.pids is not None:
-            writes.append((self._file("pids", "pids.max"), str(limits.pids)))
+            writes.append((self._file(*LIMIT_FILES["pids"][0]), str(limits.pids)))
         if limits.cpuset is not None:
-            writes.append((self._file("cpuset", "cpuset.cpus"), limits.cpuset))
+            writes.append((self._file(*LIMIT_FILES["cpuset"][0]), limits.cpuset))
         if limits.memory_high is not None:
-            soft = self._file("memory", "memory.soft_limit_in_bytes")
+            soft = self._file(*LIMIT_FILES["memory_high"][0])
             writes.append((soft, _v1(limits.memory_high)))
         if limits.memory is not None or limits.swap is not None:
             writes += self._plan_memory(limits)
@@ -134,8 +148,7 @@ class Backend:
     def _plan_memory(self, limits: Limits) -> list[tuple[Path, str]]:
         # v1 limits memory+swap together (memsw >= memory at all times), v2 swap alone. Keep the
         # student's meaning: memsw = memory + swap, and a swap limit set before stays as it was.
-        mem_file = self._file("memory", "memory.limit_in_bytes")
-        memsw_file = mem_file.with_name("memory.memsw.limit_in_bytes")
+        mem_file, memsw_file = (self._file(*f) for f in LIMIT_FILES["memory"])
         if not mem_file.exists():
             return [(mem_file, "")]  # reported as a missing controller by the caller
         cur_mem = _number(read(mem_file))

@@ -30,6 +30,19 @@ from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us
 
 CONTROLLERS = ("cpuset", "cpu", "memory", "pids")  # the ones labkit enables, when available
 
+# The file behind each limit, in the order plan() writes them. Memory goes last: a memory.max
+# below what the group uses makes the kernel reclaim, and OOM-kill if it cannot, at once;
+# everything else should be in place by then.
+LIMIT_FILES = {
+    "cpus": "cpu.max",
+    "weight": "cpu.weight",
+    "pids": "pids.max",
+    "cpuset": "cpuset.cpus",
+    "memory_high": "memory.high",
+    "swap": "memory.swap.max",
+    "memory": "memory.max",
+}
+
 
 def under_systemd() -> bool:
     """Whether systemd is the init system (it creates /run/systemd/system when it boots)."""
@@ -144,27 +157,16 @@ class Backend:
         return [self.dir / n for n in names]
 
     def plan(self, limits: Limits) -> list[tuple[Path, str]]:
-        """The (file, value) writes that set *limits*; v2's files are independent of each other.
-
-        Memory goes last: a memory.max below what the group uses makes the kernel reclaim, and
-        OOM-kill if it cannot, at once; everything else should be in place by then.
-        """
-        d, writes = self.dir, []
-        if limits.cpus is not None:
-            quota = MAX if limits.cpus == MAX else str(quota_us(limits.cpus))
-            writes.append((d / "cpu.max", f"{quota} {CPU_PERIOD_US}"))
-        if limits.weight is not None:
-            writes.append((d / "cpu.weight", str(limits.weight)))
-        if limits.pids is not None:
-            writes.append((d / "pids.max", str(limits.pids)))
-        if limits.cpuset is not None:
-            writes.append((d / "cpuset.cpus", limits.cpuset))
-        if limits.memory_high is not None:
-            writes.append((d / "memory.high", str(limits.memory_high)))
-        if limits.swap is not None:
-            writes.append((d / "memory.swap.max", str(limits.swap)))
-        if limits.memory is not None:
-            writes.append((d / "memory.max", str(limits.memory)))
+        """The (file, value) writes that set *limits*, in LIMIT_FILES' order; v2's files are
+        independent of each other, and take the values as units.py spells them."""
+        writes = []
+        for limit, name in LIMIT_FILES.items():
+            value = getattr(limits, limit)
+            if value is None:
+                continue
+            if limit == "cpus":
+                value = f"{MAX if value == MAX else quota_us(value)} {CPU_PERIOD_US}"
+            writes.append((self.dir / name, str(value)))
         return writes
 
     # --- processes --------------------------------------------------------------------------

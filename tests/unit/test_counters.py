@@ -64,3 +64,21 @@ def test_keyed_files_and_pressure_lines():
     assert base.keyed("a 1\nb 2 3\n\nbare\n") == {"a": "1", "b": "2 3"}
     p = base.Pressure.parse("some avg10=12.50 avg60=0 avg300=0 total=4242\n")
     assert (p.some_avg10, p.some_total_us, p.full_avg10) == (12.5, 4242, None)
+
+
+def test_v2_plan_writes_its_limit_files_in_their_order_and_formats(tmp_path):
+    from labkit.cgroups import v2
+    from labkit.cgroups.layout import Hierarchy, Layout
+    from labkit.cgroups.units import parse_limits
+
+    backend = v2.Backend("labkit-x", Layout("v2", (Hierarchy((), tmp_path, "/"),)))
+    every = parse_limits({0, 1}, memory="64M", swap="0", memory_high="48M", cpus=0.5,
+                         weight=300, pids=20, cpuset="1")
+    writes = backend.plan(every)
+    assert [p.name for p, _v in writes] == list(v2.LIMIT_FILES.values())
+    assert all(p.parent == tmp_path / "labkit" / "labkit-x" for p, _v in writes)
+    assert dict((p.name, v) for p, v in writes) == {
+        "cpu.max": "50000 100000", "cpu.weight": "300", "pids.max": "20", "cpuset.cpus": "1",
+        "memory.high": str(48 << 20), "memory.swap.max": "0", "memory.max": str(64 << 20)}
+    assert backend.plan(parse_limits({0, 1}, cpus="max")) == [
+        (tmp_path / "labkit" / "labkit-x" / "cpu.max", "max 100000")]
