@@ -129,6 +129,11 @@ class Cgroup:
         """The limit files as the kernel shows them now: {file name: content}."""
         return {p.name: read(p) for p in self._backend.limit_files() if p.exists()}
 
+    def read_limits(self) -> Limits:
+        """The limits the kernel holds now, in the units ``set`` takes, the same on v1 and v2
+        (MAX: no limit; None: this host has no file for it)."""
+        return self._backend.read_limits()
+
     def add(self, pid: int) -> None:
         """Move process *pid* (all its threads) into the cgroup by writing it to cgroup.procs.
 

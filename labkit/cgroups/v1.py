@@ -120,6 +120,37 @@ class Backend:
         ]
         return [self._dir(c) / n for c, n in names if self._dir(c)]
 
+    def read_limits(self) -> Limits:
+        """The limits the kernel holds now, in v2's terms (swap = memory+swap - memory, weight
+        from cpu.shares); None where this host has no such file."""
+
+        def text(limit: str, i: int = 0) -> str | None:
+            controller, name = LIMIT_FILES[limit][i]
+            d = self._dir(controller)
+            try:
+                return read(d / name) if d is not None else None
+            except FileNotFoundError:
+                return None
+
+        def size(value: str | None):
+            return None if value is None else MAX if _number(value) >= _HUGE else int(value)
+
+        memory, memsw = size(text("memory")), size(text("memory", 1))
+        if memory is None or memsw is None:
+            swap = None
+        else:
+            swap = MAX if MAX in (memory, memsw) else memsw - memory
+        period, quota, shares, pids = text("cpus"), text("cpus", 1), text("weight"), text("pids")
+        cpus = None
+        if quota is not None and period is not None:
+            cpus = MAX if int(quota) == _UNLIMITED else int(quota) / int(period)
+        return Limits(
+            memory=memory, swap=swap, memory_high=size(text("memory_high")), cpus=cpus,
+            weight=None if shares is None else max(1, round(int(shares) * 100 / 1024)),
+            pids=None if pids is None else MAX if pids == MAX else int(pids),
+            cpuset=text("cpuset"),
+        )
+
     def plan(self, limits: Limits) -> list[tuple[Path, str]]:
         """The (file, value) writes that set *limits*, in an order the kernel accepts.
 

@@ -156,6 +156,28 @@ class Backend:
                  "pids.max", "cpuset.cpus")  # fmt: skip
         return [self.dir / n for n in names]
 
+    def read_limits(self) -> Limits:
+        """The limits the kernel holds now, read back from LIMIT_FILES (None: no such file)."""
+        found: dict[str, str] = {}
+        for limit, name in LIMIT_FILES.items():
+            try:
+                found[limit] = read(self.dir / name)
+            except FileNotFoundError:
+                pass
+
+        def number(limit: str):
+            text = found.get(limit)
+            return None if text is None else MAX if text == MAX else int(text)
+
+        cpus = None
+        if "cpus" in found:
+            quota, period = found["cpus"].split()
+            cpus = MAX if quota == MAX else int(quota) / int(period)
+        return Limits(
+            memory=number("memory"), swap=number("swap"), memory_high=number("memory_high"),
+            cpus=cpus, weight=number("weight"), pids=number("pids"), cpuset=found.get("cpuset"),
+        )
+
     def plan(self, limits: Limits) -> list[tuple[Path, str]]:
         """The (file, value) writes that set *limits*, in LIMIT_FILES' order; v2's files are
         independent of each other, and take the values as units.py spells them."""

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cgroups import Cgroup
+from ..cgroups import MAX, Cgroup
 from ..cgroups import v1 as v1_backend
 from ..cgroups import v2 as v2_backend
 from ..cgroups.sampler import FILES, Sampler, Series
@@ -80,21 +80,13 @@ def format_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 def limits_in_words(cgroup: Cgroup) -> str:
     """The group's limits read back from the kernel, in human units (the same on v1 and v2)."""
-    files = cgroup.limits()
+    held = cgroup.read_limits()
     words = []
-    memory = files.get("memory.max", files.get("memory.limit_in_bytes"))
-    if memory is not None:
-        unlimited = memory == "max" or int(memory) >= 1 << 62
-        words.append("memory " + ("no limit" if unlimited else format_size(int(memory))))
-    if "cpu.max" in files:
-        quota, period = files["cpu.max"].split()
-    else:
-        quota, period = files.get("cpu.cfs_quota_us", "-1"), files.get("cpu.cfs_period_us", "1")
-    cpus = "no limit" if quota in ("max", "-1") else f"{int(quota) / int(period):g}"
-    words.append("cpus " + cpus)
-    pids = files.get("pids.max")
-    if pids is not None:
-        words.append("pids " + ("no limit" if pids == "max" else pids))
+    if held.memory is not None:
+        words.append("memory " + ("no limit" if held.memory == MAX else format_size(held.memory)))
+    words.append("cpus " + ("no limit" if held.cpus in (MAX, None) else f"{held.cpus:g}"))
+    if held.pids is not None:
+        words.append("pids " + ("no limit" if held.pids == MAX else str(held.pids)))
     return ", ".join(words)
 
 

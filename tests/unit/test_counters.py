@@ -82,3 +82,27 @@ def test_v2_plan_writes_its_limit_files_in_their_order_and_formats(tmp_path):
         "memory.high": str(48 << 20), "memory.swap.max": "0", "memory.max": str(64 << 20)}
     assert backend.plan(parse_limits({0, 1}, cpus="max")) == [
         (tmp_path / "labkit" / "labkit-x" / "cpu.max", "max 100000")]
+
+
+def test_limits_read_back_in_the_units_set_takes(tmp_path):
+    from labkit.cgroups import v1, v2
+    from labkit.cgroups.layout import Hierarchy, Layout
+
+    d = tmp_path / "v2" / "labkit" / "labkit-x"
+    write(d, {"memory.max": f"{64 << 20}\n", "memory.swap.max": "max\n",
+              "cpu.max": "25000 100000\n", "cpu.weight": "300\n", "pids.max": "max\n",
+              "cpuset.cpus": "0-1\n"})
+    unified = Layout("v2", (Hierarchy((), tmp_path / "v2", "/"),))
+    held = v2.Backend("labkit-x", unified).read_limits()
+    assert (held.memory, held.swap, held.memory_high, held.cpus) == (64 << 20, "max", None, 0.25)
+    assert (held.weight, held.pids, held.cpuset) == (300, "max", "0-1")
+
+    hierarchies = tuple(Hierarchy((c,), tmp_path / "v1" / c, "/") for c in ("memory", "cpu"))
+    write(tmp_path / "v1" / "memory" / "labkit" / "labkit-x", {
+        "memory.limit_in_bytes": f"{32 << 20}\n", "memory.memsw.limit_in_bytes": f"{48 << 20}\n",
+        "memory.soft_limit_in_bytes": "9223372036854771712\n"})
+    write(tmp_path / "v1" / "cpu" / "labkit" / "labkit-x", {
+        "cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n", "cpu.shares": "3072\n"})
+    held = v1.Backend("labkit-x", Layout("v1", hierarchies)).read_limits()
+    assert (held.memory, held.swap, held.memory_high) == (32 << 20, 16 << 20, "max")
+    assert (held.cpus, held.weight, held.pids, held.cpuset) == ("max", 300, None, None)
