@@ -220,6 +220,29 @@ def _errno(value: object, where: str) -> int | None:
     return None if value is None else _int(value, where, 0, 4095)  # errno values end at 4095
 
 
+# --- OCI's linux.seccomp, checked -----------------------------------------------------------------
+
+
+def check_linux_seccomp(sc: Seccomp) -> None:
+    """What the JSON types of config.json's linux.seccomp cannot say; SpecError names the key."""
+    from .spec import SpecError
+
+    where = "linux.seccomp"
+    for i, arch in enumerate(sc.architectures):
+        if arch not in SCMP_ARCHES:
+            raise SpecError(f"{where}.architectures[{i}]", f"{arch!r} is not an SCMP_ARCH_ name.")
+    if sc.default_errno_ret is not None and not 0 <= sc.default_errno_ret <= 4095:
+        raise SpecError(f"{where}.defaultErrnoRet", "must be an errno from 0 to 4095.")
+    for i, rule in enumerate(sc.syscalls):
+        if not rule.names or not all(_SYSCALL_NAME.match(n) for n in rule.names):
+            raise SpecError(f"{where}.syscalls[{i}].names", "must list system calls, like read.")
+        if rule.errno_ret is not None and not 0 <= rule.errno_ret <= 4095:
+            raise SpecError(f"{where}.syscalls[{i}].errnoRet", "must be an errno from 0 to 4095.")
+        for j, a in enumerate(rule.args):
+            if not (0 <= a.value < 2**64 and 0 <= a.value_two < 2**64):
+                raise SpecError(f"{where}.syscalls[{i}].args[{j}]", "values must fit in 64 bits.")
+
+
 # --- from a profile to one container's linux.seccomp ---------------------------------------------
 
 

@@ -586,6 +586,9 @@ def _check_seccomp(spec: Spec) -> None:
                     f"linux.seccomp.syscalls[{i}].args[{j}]",
                     f"needs an index 0..5 and an op among {', '.join(SECCOMP_OPS)}.",
                 )
+    from .seccomp import check_linux_seccomp
+
+    check_linux_seccomp(sc)
     seccomp_library()
 
 
