@@ -270,17 +270,14 @@ def attached_programs(cgroup: int | Path) -> list[int]:
 
 def _no_bpf(e: OSError, what: str = "load it") -> str:
     """One sentence for a kernel that will not run the device filter, with what to do."""
-    if e.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES) or e.errno == 0:
-        why = {
-            errno.ENOSYS: "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL)",
-            errno.EPERM: "the kernel refused bpf(2) (it needs root with CAP_SYS_ADMIN or "
-            "CAP_BPF, and no lockdown or seccomp filter forbidding it)",
-        }.get(e.errno, str(e))
-    else:
-        why = str(e)
+    why = {
+        errno.ENOSYS: "this kernel has no bpf(2) (CONFIG_BPF_SYSCALL)",
+        errno.EPERM: "the kernel refused bpf(2) (it needs root with CAP_SYS_ADMIN or CAP_BPF, "
+        "and no lockdown or seccomp filter forbidding it)",
+    }.get(e.errno, f"the kernel answered {e.strerror}")
     return (
         f"cgroup v2 guards devices with an eBPF program, and {why} when labkit tried to {what}; "
-        "run labkit as root on a kernel with CONFIG_CGROUP_BPF (labkit doctor lists it)."
+        "run labkit as root on a kernel built with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF."
     )
 
 
