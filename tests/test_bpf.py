@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from labkit import bpf, mountinfo
+from labkit import bpf, mountinfo, rootfs
 from labkit.cgroups import Cgroup, devices, layout
 from labkit.cgroups.cgroup import make_dir, remove_dir
+from labkit.container import lifecycle
+from labkit.container.spec import Process, Root, Spec
 from labkit.errors import MissingFeature
 
 from .conftest import wait_until
@@ -136,6 +138,25 @@ def test_a_kernel_without_bpf_gets_one_sentence(cgroup2, monkeypatch):
     with pytest.raises(MissingFeature, match=r"^cgroup v2 guards devices with an eBPF program, "):
         devices.attach_filter(cgroup2, [])
     assert devices.attached_programs(cgroup2) == []
+
+
+def test_a_container_on_a_kernel_without_bpf_is_refused_and_nothing_is_left(
+    tmp_path, state_dir, monkeypatch
+):
+    if layout.detect().mode != "v2":
+        pytest.skip("only a cgroup v2 host guards a container's devices with eBPF")
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    spec = Spec(Process(["true"]), root=Root(str(rootfs.build(bundle / "rootfs"))))
+    (bundle / "config.json").write_text(spec.to_json())
+
+    def refused(*args, **kwargs):
+        raise OSError(errno.EPERM, "bpf(BPF_PROG_LOAD, labkit_devices): Operation not permitted")
+
+    monkeypatch.setattr(bpf, "prog_load", refused)
+    with pytest.raises(MissingFeature, match="^cgroup v2 guards devices with an eBPF program"):
+        lifecycle.create("nobpf", bundle)
+    assert not Cgroup("ctr-nobpf").exists and not (state_dir / "containers" / "nobpf").exists()
 
 
 def test_a_bad_device_rule_is_refused_in_one_sentence():
