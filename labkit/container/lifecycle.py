@@ -218,7 +218,7 @@ def create(
             spec.root.path = str(images.mount_root(image, image_root).merged)
         if "join_cgroup" not in skip:
             cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
-            device_cgroup = devices.DeviceCgroup.create(f"ctr-{container_id}", _device_rules(spec))
+            device_cgroup = devices.restrict(cgroup, _device_rules(spec))
         groups = [g for g in (cgroup, device_cgroup) if g is not None]
         proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr)
         record = {
@@ -261,7 +261,7 @@ def _connect_console(path: str | os.PathLike) -> socket.socket:
 
 
 def _device_rules(spec: Spec) -> list[str]:
-    """linux.resources.devices as device cgroup lines (after "deny all", before runc's defaults)."""
+    """linux.resources.devices as device rules (after "deny all", before runc's defaults)."""
     rules = spec.linux.resources.devices if spec.linux.resources else []
     return [devices.rule(r.allow, r.type, r.major, r.minor, r.access) for r in rules]
 

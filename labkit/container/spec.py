@@ -142,8 +142,7 @@ class Resources:
     memory: Memory | None = None
     cpu: CPU | None = None
     pids: Pids | None = None
-    # The device cgroup rules are read and kept, not enforced: labkit manages no devices
-    # controller (the default /dev holds only harmless devices either way).
+    # Enforced by labkit.cgroups.devices: the v1 devices controller, or an eBPF program on v2.
     devices: list[DeviceRule] = field(default_factory=list)
 
 
@@ -533,8 +532,19 @@ def _check_linux(spec: Spec) -> None:
             raise SpecError(f"linux.devices[{i}]", "needs a path below /dev and type c, b, u or p.")
     if lx.resources:
         resource_limits(spec)
+        _check_device_rules(lx.resources.devices)
     if lx.seccomp:
         _check_seccomp(spec)
+
+
+def _check_device_rules(rules: list[DeviceRule]) -> None:
+    from ..cgroups import devices
+
+    for i, r in enumerate(rules):
+        try:
+            devices.rule(r.allow, r.type, r.major, r.minor, r.access)
+        except BadInput as e:
+            raise SpecError(f"linux.resources.devices[{i}]", f"is refused: {e}") from None
 
 
 def _check_sysctl(key: str, namespaces: set[str]) -> None:
@@ -576,6 +586,9 @@ def _check_seccomp(spec: Spec) -> None:
                     f"linux.seccomp.syscalls[{i}].args[{j}]",
                     f"needs an index 0..5 and an op among {', '.join(SECCOMP_OPS)}.",
                 )
+    from .seccomp import check_linux_seccomp
+
+    check_linux_seccomp(sc)
     seccomp_library()
 
 
