@@ -37,15 +37,24 @@ def zombies(proc: namespaces.Process) -> list[Member]:
 
 
 def wait_for(
-    proc: namespaces.Process, count: int, seconds: float = 30.0, comm: str | None = None
+    proc: namespaces.Process,
+    count: int,
+    seconds: float = 30.0,
+    comm: str | None = None,
+    zombies: int | None = None,
 ) -> list[Member]:
     """Wait (at most *seconds*) until *proc*'s PID namespace holds *count* processes, and, with
-    *comm*, until every one but PID 1 runs that program (a forked shell execs it a moment later).
+    *comm*, until every one but PID 1 runs that program (a forked shell execs it a moment later),
+    and, with *zombies*, until that many of them have exited and wait to be reaped.
     """
     deadline = time.monotonic() + seconds
 
     def ready(found: list[Member]) -> bool:
-        return len(found) == count and (comm is None or all(m.comm == comm for m in found[1:]))
+        return (
+            len(found) == count
+            and (comm is None or all(m.comm == comm for m in found[1:]))
+            and (zombies is None or sum(m.state == "Z" for m in found) == zombies)
+        )
 
     found = members_of(proc)
     while not ready(found) and time.monotonic() < deadline:
