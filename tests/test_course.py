@@ -17,6 +17,11 @@ import pytest
 from labkit import course
 from labkit.lab import checks
 
+from . import test_vm
+from .test_vm import provision
+
+_FAKE_SYSTEMCTL = test_vm.fake_systemctl  # the VM tests' fixture, usable here by its name
+
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if course.BEGIN in p.read_text())
 
@@ -272,3 +277,61 @@ def test_student_copies_fail_every_check_and_the_instructors_pass(lesson, tmp_pa
     )
     student = {o.exercise: o.status for o in course.progress([tmp_path / lesson.name])}
     assert student == dict.fromkeys(teacher, "not yet")
+
+
+# --- the lab VM serving student copies, and the cloud VMs' user-data ------------------------
+
+
+def test_provisioning_serves_student_copies_and_keeps_the_students_work(tmp_path, fake_systemctl):
+    root = tmp_path / "root"
+    env = {
+        "LABKIT_CLASS_DIR": "/home/lab/class",
+        "LABKIT_LISTEN": "127.0.0.1",
+        "PYTHONPATH": str(ROOT),
+    }  # this tree's labkit writes the copies
+    done = provision(root, fake_systemctl, "--no-setup", env=env)
+    assert done.returncode == 0, done.stderr
+    unit = (root / "etc/systemd/system/jupyterlab.service").read_text().splitlines()
+    wanted = "Environment=LABKIT_IP=127.0.0.1 LABKIT_PORT=8888 LABKIT_NOTEBOOKS=/home/lab/class"
+    assert wanted in unit
+    copy = root / "home/lab/class" / LESSONS[0].name
+    assert course.BEGIN not in copy.read_text()
+    copy.write_text(copy.read_text().replace("...", "'my answer'", 1))  # a student's work
+    # `vagrant up` again, without the settings
+    again = provision(root, fake_systemctl, "--no-setup", env={"PYTHONPATH": str(ROOT)})
+    assert again.returncode == 0, again.stderr
+    assert "'my answer'" in copy.read_text()
+    assert (
+        wanted.replace("127.0.0.1", "0.0.0.0")
+        in (root / "etc/systemd/system/jupyterlab.service").read_text().splitlines()
+    )  # the class directory is remembered
+
+
+def test_a_relative_class_dir_is_refused(tmp_path, fake_systemctl):
+    done = provision(
+        tmp_path / "root", fake_systemctl, "--no-setup", env={"LABKIT_CLASS_DIR": "class"}
+    )
+    assert done.returncode == 2 and "not an absolute path" in done.stderr
+    assert not (tmp_path / "root" / "etc/systemd").exists()
+
+
+def test_the_cloud_user_data_clones_the_repository_and_runs_provision_vm():
+    import yaml
+
+    path = ROOT / "scripts" / "cloud-init.yaml"
+    text = path.read_text()
+    assert text.startswith("#cloud-config\n")  # cloud-init ignores user-data without it
+    data = yaml.safe_load(text)
+    [script] = [f for f in data["write_files"] if f["path"] == "/usr/local/sbin/labkit-provision"]
+    result = subprocess.run(
+        ["bash", "-n"],
+        input=script["content"],
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "scripts/provision-vm" in script["content"]
+    assert "LABKIT_LISTEN=127.0.0.1" in script["content"]  # students come in through ssh -L
+    assert data["runcmd"] == [["bash", "/usr/local/sbin/labkit-provision"]]
