@@ -19,6 +19,7 @@ import ast
 import copy
 import importlib
 import json
+import os
 import pkgutil
 import re
 import socket
@@ -31,6 +32,7 @@ from .errors import LabkitError
 
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 ROOT = Path(__file__).resolve().parents[1]
+CLASS_DIR_FILE = Path("/etc/labkit/class-dir")  # written by scripts/provision-vm
 # The printed line a headless run's last cell starts with, followed by the kernel's reports.
 _REPORT_MARK = "labkit-course-reports:"
 
@@ -250,6 +252,8 @@ def progress(paths: list[Path], timeout: int = 300) -> list[Outcome]:
 
     An exercise whose check never ran (its cell, or one before it, raised) counts as an error.
     """
+    if os.geteuid() != 0:  # every lesson asks the kernel for namespaces and cgroups
+        raise CourseError("progress runs the lessons, and they need root: run it with sudo.")
     known = graded_checks()
     host = socket.gethostname()
     outcomes = []
@@ -291,6 +295,16 @@ def outcomes_json(outcomes: list[Outcome]) -> str:
     return json.dumps([asdict(o) for o in outcomes], indent=1, ensure_ascii=False)
 
 
+def served_dir() -> Path:
+    """The lessons the lab serves: the class directory scripts/provision-vm remembered (its
+    student copies), else the repository's notebooks/."""
+    try:
+        remembered = Path(CLASS_DIR_FILE.read_text().strip())
+    except OSError:
+        return ROOT / "notebooks"
+    return remembered if remembered.is_absolute() and remembered.is_dir() else ROOT / "notebooks"
+
+
 # --- the `labkit course` command --------------------------------------------------------------
 
 
@@ -299,7 +313,7 @@ def _cmd(args) -> int:
         written = write_student_copies(Path(args.dest), Path(args.source))
         print(f"labkit: {len(written)} student copies in {args.dest}")
         return 0
-    outcomes = progress([Path(p) for p in args.paths or [ROOT / "notebooks"]], args.timeout)
+    outcomes = progress([Path(p) for p in args.paths] or [served_dir()], args.timeout)
     print(outcomes_json(outcomes) if args.json else format_progress(outcomes))
     return 0
 
@@ -322,7 +336,7 @@ def add_commands(sub) -> None:
         "paths",
         nargs="*",
         metavar="DIR",
-        help="directories of lessons or .ipynb files (default: notebooks/)",
+        help="directories of lessons or .ipynb files (default: what the lab serves)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per exercise")
     p.add_argument(

@@ -17,10 +17,7 @@ import pytest
 from labkit import course
 from labkit.lab import checks
 
-from . import test_vm
 from .test_vm import provision
-
-_FAKE_SYSTEMCTL = test_vm.fake_systemctl  # the VM tests' fixture, usable here by its name
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if course.BEGIN in p.read_text())
@@ -282,6 +279,18 @@ def test_student_copies_fail_every_check_and_the_instructors_pass(lesson, tmp_pa
 # --- the lab VM serving student copies, and the cloud VMs' user-data ------------------------
 
 
+@pytest.fixture
+def fake_systemctl(tmp_path) -> Path:
+    """A bin directory whose systemctl/journalctl only record that they were called (as in
+    tests/test_vm.py: provision-vm leaves systemd alone in a scratch root)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("systemctl", "journalctl"):
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "$SYSTEMCTL_LOG"\n')
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
 def test_provisioning_serves_student_copies_and_keeps_the_students_work(tmp_path, fake_systemctl):
     root = tmp_path / "root"
     env = {
@@ -335,3 +344,9 @@ def test_the_cloud_user_data_clones_the_repository_and_runs_provision_vm():
     assert "scripts/provision-vm" in script["content"]
     assert "LABKIT_LISTEN=127.0.0.1" in script["content"]  # students come in through ssh -L
     assert data["runcmd"] == [["bash", "/usr/local/sbin/labkit-provision"]]
+
+
+def test_progress_without_root_says_so_in_one_sentence(monkeypatch, tmp_path):
+    monkeypatch.setattr(course.os, "geteuid", lambda: 1000)
+    with pytest.raises(course.CourseError, match="need root: run it with sudo"):
+        course.progress([tmp_path])
