@@ -41,16 +41,7 @@ if __name__ == "__main__":
 
 from labkit import sys as ksys  # noqa: E402
 
-FLAGS = {
-    "mnt": ksys.CLONE_NEWNS,
-    "uts": ksys.CLONE_NEWUTS,
-    "ipc": ksys.CLONE_NEWIPC,
-    "pid": ksys.CLONE_NEWPID,
-    "net": ksys.CLONE_NEWNET,
-    "user": ksys.CLONE_NEWUSER,
-    "cgroup": ksys.CLONE_NEWCGROUP,
-    "time": ksys.CLONE_NEWTIME,
-}
+FLAGS = ksys.CLONE_FLAGS
 # nsenter's order: the user namespace first (it grants the capabilities the others need), the
 # mount namespace late (after it, /proc paths would resolve inside the new mount table).
 JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")

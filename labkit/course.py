@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import ast
 import copy
-import importlib
 import json
 import os
-import pkgutil
 import re
 import socket
 import subprocess
@@ -187,37 +185,32 @@ class Outcome:
     path: str  # the notebook as given (or found in the directory given)
 
 
-def graded_checks() -> dict:
-    """Every exercise check of the course, by exercise name (importing all of labkit.lab)."""
-    from .lab import checks
-
-    lab = importlib.import_module("labkit.lab")
-    for module in pkgutil.iter_modules(lab.__path__):
-        importlib.import_module(f"labkit.lab.{module.name}")
-    return dict(checks.GRADED)
-
-
-def exercises_of(nb: dict, known: dict) -> list[str]:
-    """The exercises a notebook checks, in order: the graded checks its code cells call."""
+def exercises_of(nb: dict, graded: list[str] | None = None) -> list[str]:
+    """The exercises a notebook checks, in order: the checks its code cells call (only those
+    in *graded*, the names labkit.lab's exercise checks report under, when given)."""
     names: list[str] = []
     for cell in nb["cells"]:
         if cell.get("cell_type") != "code":
             continue
         for name in re.findall(r"\bcheck_(\w+)\s*\(", _source(cell)):
-            if name in known and name not in names:
+            if (graded is None or name in graded) and name not in names:
                 names.append(name)
     return names
 
 
+# Run last in the notebook's own kernel: which checks exist, and what each reported. (labkit.lab
+# is the lessons' package, imported by the kernel, never by the tooling.)
 _REPORT_CELL = (
     "import json as _json\n"
     "from labkit.lab import checks as _checks\n"
-    f"print({_REPORT_MARK!r}, _json.dumps(_checks.reports()))\n"
+    f"print({_REPORT_MARK!r}, _json.dumps("
+    "{'graded': _checks.all_graded(), 'reports': _checks.reports()}))\n"
 )
 
 
 def _kernel_reports(nb: dict, cwd: Path, timeout: int) -> tuple[dict, str]:
-    """Run *nb* headless in a new kernel (errors do not stop it); the kernel's reports."""
+    """Run *nb* headless in a new kernel (errors do not stop it); what its checks reported
+    (``{"graded": [...], "reports": {...}}``), or {} and what went wrong."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -254,22 +247,21 @@ def progress(paths: list[Path], timeout: int = 300) -> list[Outcome]:
     """
     if os.geteuid() != 0:  # every lesson asks the kernel for namespaces and cgroups
         raise CourseError("progress runs the lessons, and they need root: run it with sudo.")
-    known = graded_checks()
     host = socket.gethostname()
     outcomes = []
     for path in notebooks_in(paths):
         nb = _read(path)
-        names = exercises_of(nb, known)
-        if not names:
+        if not exercises_of(nb):
             continue
-        reports, problem = _kernel_reports(nb, path.parent, timeout)
-        for name in names:
-            got = reports.get(name) or {
+        got, problem = _kernel_reports(nb, path.parent, timeout)
+        reports = got.get("reports", {})
+        for name in exercises_of(nb, got.get("graded")):
+            outcome = reports.get(name) or {
                 "status": "error",
                 "message": problem or "its check never ran: a cell before it raised an error",
             }
             outcomes.append(
-                Outcome(path.name, name, got["status"], got["message"], host, str(path))
+                Outcome(path.name, name, outcome["status"], outcome["message"], host, str(path))
             )
     return outcomes
 

@@ -43,19 +43,18 @@ class Kind:
     since: str  # the kernel release that completed it
 
 
-KINDS: dict[str, Kind] = {
-    k.name: k
-    for k in (
-        Kind("mnt", ksys.CLONE_NEWNS, "the mount table: which file systems are mounted where", "2.4.19"),
-        Kind("uts", ksys.CLONE_NEWUTS, "the hostname and NIS domain name", "2.6.19"),
-        Kind("ipc", ksys.CLONE_NEWIPC, "System V IPC objects and POSIX message queues", "2.6.19"),
-        Kind("pid", ksys.CLONE_NEWPID, "process ids: the first process inside is PID 1", "2.6.24"),
-        Kind("net", ksys.CLONE_NEWNET, "interfaces, addresses, routes, firewall rules, ports", "2.6.29"),
-        Kind("user", ksys.CLONE_NEWUSER, "user and group ids, and the capabilities that go with them", "3.8"),
-        Kind("cgroup", ksys.CLONE_NEWCGROUP, "the view of the cgroup tree: its root is the process's cgroup", "4.6"),
-        Kind("time", ksys.CLONE_NEWTIME, "the monotonic and boot-time clocks", "5.6"),
-    )
+# What each kind in ksys.CLONE_FLAGS isolates, and the kernel release that completed it.
+_ABOUT = {
+    "mnt": ("the mount table: which file systems are mounted where", "2.4.19"),
+    "uts": ("the hostname and NIS domain name", "2.6.19"),
+    "ipc": ("System V IPC objects and POSIX message queues", "2.6.19"),
+    "pid": ("process ids: the first process inside is PID 1", "2.6.24"),
+    "net": ("interfaces, addresses, routes, firewall rules, ports", "2.6.29"),
+    "user": ("user and group ids, and the capabilities that go with them", "3.8"),
+    "cgroup": ("the view of the cgroup tree: its root is the process's cgroup", "4.6"),
+    "time": ("the monotonic and boot-time clocks", "5.6"),
 }
+KINDS: dict[str, Kind] = {k: Kind(k, flag, *_ABOUT[k]) for k, flag in ksys.CLONE_FLAGS.items()}
 
 # Creating a PID or time namespace changes what the caller's *children* get, so the helper forks.
 _FORKING_KINDS = {"pid", "time"}

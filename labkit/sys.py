@@ -26,6 +26,24 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWTIME = 0x00000080
 
+# The eight kinds of namespace, named as in /proc/PID/ns (and in that order), and the flag that
+# asks for each. The one list of kinds: namespaces.KINDS, the init child and the CLI read it.
+CLONE_FLAGS = {
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "user": CLONE_NEWUSER,
+    "cgroup": CLONE_NEWCGROUP,
+    "time": CLONE_NEWTIME,
+}
+# Each flag's name in <linux/sched.h>: the mount namespace was the first, hence CLONE_NEWNS.
+CLONE_NAMES = {
+    flag: "CLONE_NEWNS" if kind == "mnt" else f"CLONE_NEW{kind.upper()}"
+    for kind, flag in CLONE_FLAGS.items()
+}
+
 # Mount flags, from <linux/mount.h>.
 MS_RDONLY = 1
 MS_NOSUID = 2
@@ -70,18 +88,6 @@ def _flag_names(flags: int, names: dict[int, str]) -> str:
     return "|".join(parts) or str(flags)
 
 
-_CLONE_NAMES = {
-    CLONE_NEWNS: "CLONE_NEWNS",
-    CLONE_NEWCGROUP: "CLONE_NEWCGROUP",
-    CLONE_NEWUTS: "CLONE_NEWUTS",
-    CLONE_NEWIPC: "CLONE_NEWIPC",
-    CLONE_NEWUSER: "CLONE_NEWUSER",
-    CLONE_NEWPID: "CLONE_NEWPID",
-    CLONE_NEWNET: "CLONE_NEWNET",
-    CLONE_NEWTIME: "CLONE_NEWTIME",
-}
-
-
 def _check(result: int, call: str) -> int:
     """Turn the C convention (-1 and errno) into an OSError that names the call."""
     if result == -1:
@@ -100,7 +106,7 @@ def unshare(flags: int) -> None:
     A new PID or time namespace applies to the children created afterwards, not to the caller.
     A new user namespace is refused (EINVAL) in a process with more than one thread.
     """
-    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({_flag_names(flags, _CLONE_NAMES)})")
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({_flag_names(flags, CLONE_NAMES)})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
@@ -109,7 +115,7 @@ def setns(fd: int, nstype: int = 0) -> None:
     *fd* is an open ``/proc/PID/ns/KIND`` file; *nstype* (a CLONE_NEW* flag, or 0 for any) makes
     the kernel check that the file is of the expected kind.
     """
-    name = _flag_names(nstype, _CLONE_NAMES) if nstype else "0"
+    name = _flag_names(nstype, CLONE_NAMES) if nstype else "0"
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({fd}, {name})")
 
 

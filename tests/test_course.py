@@ -193,7 +193,7 @@ def test_every_exercise_check_of_the_lessons_reports():
             if is_exercise and getattr(fn, "exercise", None) != name.removeprefix("check_"):
                 ungraded.append(f"{module.__name__}.{name}")
     assert not ungraded, f"add @graded to {ungraded}"
-    assert len(course.graded_checks()) >= 20
+    assert len(checks.all_graded()) >= 20
 
 
 # --- progress -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import mountinfo
 from ..state import PREFIX, check_name
 from . import layout as layout_mod
-from .cgroup import is_ours, make_dir, remove_dir, write
+from .base import is_ours, make_dir, remove_dir, write
 
 # What runc always allows: "m" (mknod) of any node, then use of the harmless ones.
 DEFAULT_ALLOW = (
@@ -44,7 +44,7 @@ def hierarchy() -> Path | None:
         own = layout_mod.own_cgroups(f.read())
     for m in mountinfo.mounts():
         if m.fstype == "cgroup" and "devices" in m.super_options and "devices" in own:
-            rel = layout_mod._relative(own["devices"], m.root).strip("/")
+            rel = layout_mod.relative_to_root(own["devices"], m.root).strip("/")
             return Path(m.point) / rel / layout_mod.PARENT
     return None
 

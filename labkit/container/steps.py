@@ -319,7 +319,7 @@ def mount_cgroups(target: str, flags: int, source: str) -> None:
         dest = os.path.join(target, name)
         os.makedirs(dest, exist_ok=True)
         ksys.mount(
-            m.point + layout._relative(own[key], m.root).rstrip("/"),
+            m.point + layout.relative_to_root(own[key], m.root).rstrip("/"),
             dest,
             None,
             ksys.MS_BIND | ksys.MS_REC,

@@ -69,6 +69,18 @@ def reports() -> dict[str, dict[str, str]]:
     return {name: dict(r) for name, r in _reports.items()}
 
 
+def all_graded() -> list[str]:
+    """The names of every exercise check in the lessons (each module of labkit.lab imported)."""
+    import importlib
+    import pkgutil
+
+    from .. import lab
+
+    for module in pkgutil.iter_modules(lab.__path__):
+        importlib.import_module(f"{lab.__name__}.{module.name}")
+    return sorted(GRADED)
+
+
 def graded(check: Callable[..., Verdict]) -> Callable[..., Verdict]:
     """Make *check* an exercise check: each call reports its Verdict (or its error)."""
     name = exercise_name(check)
@@ -99,7 +111,7 @@ def check_kernel_release(answer) -> Verdict:
     """00: which kernel release does this machine run? ("6.18" or the whole release string)."""
     if answer is ...:
         return not_done("kernel release")
-    from .doctor import Host, kernel_release
+    from ..doctor import Host, kernel_release
 
     release, _ = kernel_release(Host())
     given = str(answer).strip()
@@ -118,7 +130,7 @@ def check_cgroup_layout(answer) -> Verdict:
     """00: which cgroup layout did doctor find: "v1", "v2" or "hybrid"?"""
     if answer is ...:
         return not_done("cgroup layout")
-    from .doctor import Host, cgroup_layout
+    from ..doctor import Host, cgroup_layout
 
     layout = cgroup_layout(Host())
     given = str(answer).strip().lower()
@@ -143,19 +155,6 @@ def _running_pid(answer, what: str) -> tuple[int | None, Verdict | None]:
         return None, Verdict(False, f"{what}: the process {pid} is no longer running.",
                              "start a command that stays, e.g. ['sleep', '300'], then check.")
     return pid, None
-
-
-def _inside(pid: int, kinds: list[str], argv: list[str]) -> str:
-    """Run *argv* in the *kinds* namespaces of process *pid* (nsenter-style); return its stdout."""
-    import subprocess
-
-    from .. import namespaces
-
-    proc = namespaces.enter(pid, argv, kinds, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    with proc:
-        out, _ = proc.communicate(timeout=10)
-    return out
 
 
 @graded
@@ -224,7 +223,7 @@ def check_lab_hostname(answer) -> Verdict:
     if namespaces.shared("self", pid)["uts"]:
         return Verdict(False, "lab hostname: the process shares this notebook's UTS namespace.",
                        "start it in a new one: the kinds must include 'uts'.")
-    inside = _inside(pid, ["uts"], ["hostname"]).strip()
+    inside = namespaces.run(["hostname"], join={"uts": pid}, timeout=10).stdout.strip()
     ok = re.fullmatch(r"lab-[A-Za-z]{2,4}", inside) is not None
     return verdict(
         ok and inside != socket.gethostname(),
@@ -244,7 +243,10 @@ def message_queues(pid: int | str = "self") -> int:
         with open("/proc/sysvipc/msg") as f:
             text = f.read()
     else:
-        text = _inside(int(pid), ["ipc"], ["cat", "/proc/sysvipc/msg"])
+        from .. import namespaces
+
+        queues = namespaces.run(["cat", "/proc/sysvipc/msg"], join={"ipc": int(pid)}, timeout=10)
+        text = queues.stdout
     return len(text.splitlines()) - 1  # the first line is a header
 
 

@@ -7,7 +7,6 @@ the disk blocks that roots made from one image use); the ``draw_...`` functions 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import stat
@@ -368,8 +367,4 @@ def check_commit(
 
 def blob_matches_name(path: Path) -> bool:
     """Content addressing: does the blob's sha256 equal its file name?"""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest() == path.name
+    return layers.digest_file(path) == "sha256:" + path.name
