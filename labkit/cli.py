@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from . import course
 from . import sys as ksys
 from .errors import LabkitError
 
@@ -411,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_commands(sub)
     _add_net_commands(sub)
     _add_cgroup_commands(sub)
+    course.add_commands(sub)
     # Later lessons add their areas here (image, net, cgroup, ...).
     return parser
 

@@ -22,7 +22,7 @@ from ..cgroups import v2 as v2_backend
 from ..cgroups.sampler import FILES, Sampler, Series
 from ..cgroups.units import format_size, parse_limits, parse_size
 from ..errors import BadInput
-from .checks import Verdict, not_done, verdict
+from .checks import Verdict, graded, not_done, verdict
 
 MiB = 1 << 20
 PY = sys.executable
@@ -468,6 +468,7 @@ def experiment_panel(control, experiment, plot) -> Panel:
 # --- exercise checks --------------------------------------------------------------------------
 
 
+@graded
 def check_own_cgroup(answer) -> Verdict:
     """10: the path of this notebook's cgroup (memory's on v1, the unified one on v2)."""
     if answer is ...:
@@ -483,6 +484,7 @@ def check_own_cgroup(answer) -> Verdict:
     )
 
 
+@graded
 def check_limit_file(answer) -> Verdict:
     """10: the file that holds a cgroup's memory hard limit on this host (v1 or v2 name)."""
     if answer is ...:
@@ -501,6 +503,7 @@ def check_limit_file(answer) -> Verdict:
     )
 
 
+@graded
 def check_survivor_limit(answer) -> Verdict:
     """11: a memory limit under which a workload holding 16 MiB survives and one of 64 MiB is
     OOM-killed."""
@@ -522,6 +525,7 @@ def check_survivor_limit(answer) -> Verdict:
     )
 
 
+@graded
 def check_quarter_cpu(answer) -> Verdict:
     """12: the cpus value that lets a group use 25 ms of CPU time in every 100 ms period."""
     if answer is ...:
@@ -544,6 +548,7 @@ def check_quarter_cpu(answer) -> Verdict:
     )
 
 
+@graded
 def check_four_to_one(answer) -> Verdict:
     """12: the weight that gives a group 4 times the CPU of a group of weight 100, on one CPU."""
     if answer is ...:
@@ -561,6 +566,7 @@ def check_four_to_one(answer) -> Verdict:
     )
 
 
+@graded
 def check_ten_tasks(answer) -> Verdict:
     """13: the pids limit under which the fork bomb holds exactly 10 tasks at most."""
     if answer is ...:
@@ -577,6 +583,7 @@ def check_ten_tasks(answer) -> Verdict:
     )
 
 
+@graded
 def check_frozen(group) -> Verdict:
     """13: *group* is frozen: the freezer reports it and it uses no CPU time."""
     if group is ...:

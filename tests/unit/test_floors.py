@@ -15,7 +15,7 @@ FLOORS = [
      "traffic"},
     {"container"},
     {"engine"},
-    {"doctor", "cleanup", "cli"},
+    {"doctor", "cleanup", "cli", "course"},
     {"lab"},
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
