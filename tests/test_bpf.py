@@ -17,7 +17,7 @@ import pytest
 
 from labkit import bpf, mountinfo, rootfs
 from labkit.cgroups import Cgroup, devices, layout
-from labkit.cgroups.cgroup import make_dir, remove_dir
+from labkit.cgroups.base import make_dir, remove_dir
 from labkit.container import lifecycle
 from labkit.container.spec import Process, Root, Spec
 from labkit.errors import MissingFeature
