@@ -191,10 +191,7 @@ def run_as_init(argv: list[str], env: dict[str, str], channel: Channel) -> None:
     child = os.fork()
     if child == 0:
         die_with_parent()
-        try:
-            exec_command(argv, env)
-        except OSError as e:
-            channel.fail("starting the command", e)
+        exec_command(argv, env, channel)
     os.close(channel.status)  # the child's copy closes at its exec
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: os.kill(child, s))
@@ -243,18 +240,17 @@ def main(channel: Channel, fds: list[int]) -> None:
             os.chdir(spec["cwd"])
         if spec["init"]:
             run_as_init(spec["argv"], spec["env"], channel)
-        step = "starting the command"
-        exec_command(spec["argv"], spec["env"])
+        exec_command(spec["argv"], spec["env"], channel)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as e:  # noqa: BLE001  any failure, not only the kernel's, is named
         channel.fail(step, e)
 
 
-def exec_command(argv: list[str], env: dict[str, str]) -> None:
+def exec_command(argv: list[str], env: dict[str, str], channel: Channel) -> None:
     """Replace this process with the command; on success the status pipe closes by itself."""
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as e:
         e.filename = argv[0]  # execvpe names the last PATH entry it tried; the user typed argv[0]
-        raise
+        channel.fail("starting the command", e)
