@@ -19,7 +19,6 @@ After "created" the child blocks on the exec FIFO until ``start``, then execs th
 from __future__ import annotations
 
 import os
-import sys
 
 from ..channel import Channel
 from .spec import Spec
@@ -46,8 +45,8 @@ def receive_spec(channel: Channel, fds: list[int]) -> Setup:
     if len(fds) > 1:
         setup.console_fd = fds[1]
     if spec.linux.seccomp is not None:
-        # Imported now: after pivot_root the library's files are out of reach.
-        sys.path.extend(p for p in message["extra_paths"] if p not in sys.path)
+        # The fork server has it loaded (lifecycle asks it to): after pivot_root the library's
+        # files are out of reach.
         import pyseccomp
 
         setup.seccomp = pyseccomp

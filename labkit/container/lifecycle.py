@@ -302,13 +302,13 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _extra_paths(spec: Spec) -> list[str]:
-    """Where the init child finds pyseccomp: it starts without site-packages (-S)."""
+def _preload(spec: Spec) -> list[str]:
+    """The modules the init needs from outside labkit: pyseccomp, for a seccomp filter."""
     if spec.linux.seccomp is None:
         return []
     from .spec import seccomp_library
 
-    return [os.path.dirname(seccomp_library().__file__)]
+    return [seccomp_library().__name__]
 
 
 def _start_init(
@@ -321,6 +321,7 @@ def _start_init(
         proc, pipes = forkserver.launch(
             "container",
             [fifo_fd, *([console.fileno()] if console else [])],
+            _preload(spec),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
@@ -334,7 +335,7 @@ def _start_init(
                 # and every process it forks is counted and limited from the start.
                 group.add(proc.pid)
             pipes.send(
-                {"config": spec.to_dict(), "skip": list(skip), "extra_paths": _extra_paths(spec)}
+                {"config": spec.to_dict(), "skip": list(skip)}
             )
             pid = _follow(proc, pipes, spec, skip)
         except BaseException:
