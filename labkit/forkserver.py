@@ -387,6 +387,40 @@ def _own_stdio(fd: int, opened: list[int]) -> int:
         return opened[-1]
 
 
+_fork_here = False
+
+
+def fork_in_this_process() -> None:
+    """Let this process fork its init children itself while it has a single thread.
+
+    For a command-line program that makes one container and exits (labkit-runtime): starting
+    a server, a second interpreter, would cost more than it saves. The child does what a
+    server's child does; a process that has started threads uses the server all the same.
+    """
+    global _fork_here
+    _fork_here = True
+
+
+def _fork_in_this_process(entry: str, fds: list[int]) -> int:
+    request = {"entry": entry, "umask": _umask()}
+    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _run_child(request, [*fds[:STDIO], cwd, *fds[STDIO:]])  # never returns
+    finally:
+        os.close(cwd)
+    return pid
+
+
+def _threads() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
 class Child(subprocess.Popen):
     """A child the fork server cloned, with subprocess.Popen's pipes, wait and communicate.
 
@@ -434,7 +468,10 @@ class Child(subprocess.Popen):
             for own, fd in enumerate((p2cread, c2pwrite, errwrite))
         ]
         try:
-            self.pid = server().clone(self.entry, stdio, self._pipes, self._preload)
+            if _fork_here and _threads() == 1:
+                self.pid = _fork_in_this_process(self.entry, [*stdio, *self._pipes])
+            else:
+                self.pid = server().clone(self.entry, stdio, self._pipes, self._preload)
         finally:
             for fd in opened:
                 os.close(fd)

@@ -194,3 +194,22 @@ def test_cleanup_stops_the_server_and_leaves_nothing(state_dir):
         assert wait_until(lambda: dead(proc.popen.pid) and process_state(server) == "gone")
     assert forkserver.processes() == [] and cleanup.leftovers() == []
     assert namespaces.run(["true"], ["uts"]).returncode == 0  # a new server, on demand
+
+
+def test_a_single_threaded_program_forks_its_children_itself(state_dir):
+    # labkit-runtime's way: one container, no second interpreter; the child is the same.
+    code = (
+        "import os; from labkit import forkserver, namespaces\n"
+        "forkserver.fork_in_this_process()\n"
+        "with namespaces.spawn(['sleep', '30'], ['uts'], stdin=-3) as p:\n"
+        "    print(sorted(os.listdir(f'/proc/{p.pid}/fd')), forkserver.server().pid, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert (out.stdout, out.stderr) == ("['0', '1', '2'] None\n", "")
