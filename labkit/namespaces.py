@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from . import channel, forkserver, mountinfo
 from . import sys as ksys
@@ -219,7 +220,7 @@ class Process:
             self.kill()
             return self.wait()
 
-    def __enter__(self) -> Process:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

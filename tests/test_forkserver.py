@@ -51,7 +51,8 @@ def test_a_child_gets_its_stdio_and_nothing_else(tmp_path):
             namespaces.spawn(SLEEP, ["uts"], stdin=subprocess.DEVNULL) as two,
         ):
             for proc in (one, two):
-                assert fds_of(proc.pid) == [0, 1, 2]
+                # (sleep may have a locale file open for a moment as it starts)
+                assert wait_until(lambda p=proc: fds_of(p.pid) == [0, 1, 2]), fds_of(proc.pid)
                 targets = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in (0, 1, 2)]
                 assert targets[0] == "/dev/null" and "secret" not in "".join(targets)
     finally:
