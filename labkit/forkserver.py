@@ -86,14 +86,14 @@ def serve(sock_fd: int, owner: int) -> None:
     if os.getppid() != owner:
         return  # the owner died before the prctl: there is nobody to serve
     _set_comm(SERVER_NAME)
-    # The entries, imported once, here: every child forked from now on has them loaded.
-    from labkit import _init  # noqa: F401
-    from labkit.container import init  # noqa: F401
-
     # Ctrl-C in the owner's terminal reaches its whole process group, us too: what it means is
     # for the owner to decide. The server's only way out is its owner's end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    # The entries, imported once, here: every child forked from now on has them loaded.
+    from labkit import _init  # noqa: F401
+    from labkit.container import init  # noqa: F401
+
     sock = socket.socket(fileno=sock_fd)
     sock.send(b"ready")
     while True:
