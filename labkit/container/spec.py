@@ -12,6 +12,7 @@ What labkit does not support is refused rather than ignored: a security setting 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -299,6 +300,12 @@ def _describe(hint) -> str:
     return {int: "an integer", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
+@functools.cache
+def _type_hints(cls) -> dict:
+    """The field types of dataclass *cls*, resolved once (resolving them is slow)."""
+    return typing.get_type_hints(cls)
+
+
 def _load(hint, value, path: str):
     """Check *value* against the type *hint* and convert it; the first problem raises."""
     if isinstance(hint, (types.UnionType,)) or typing.get_origin(hint) is typing.Union:
@@ -309,7 +316,7 @@ def _load(hint, value, path: str):
     if is_dataclass(hint):
         if not isinstance(value, dict):
             raise SpecError(path or "config.json", "must be a JSON object.")
-        hints = typing.get_type_hints(hint)
+        hints = _type_hints(hint)
         known = {_key(f): f for f in fields(hint)}
         for key in value:
             if key not in known:
