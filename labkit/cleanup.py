@@ -25,7 +25,10 @@ def _stages():
     # Containers first: their processes hold namespaces, cgroups and mounts the others remove.
     stages = [("containers", lifecycle.leftovers, lifecycle.remove_leftovers)]
     stages.append(("processes and namespaces", namespaces.leftovers, namespaces.remove_leftovers))
-    stages.append(("fork servers", forkserver.leftovers, forkserver.remove_leftovers))
+    def orphan_inits():
+        return forkserver.leftovers({c.pid for c in lifecycle.list_containers()})
+
+    stages.append(("fork servers", orphan_inits, forkserver.remove_leftovers))
     from . import network
 
     stages.append(("network", network.leftovers, network.remove_leftovers))

@@ -65,6 +65,8 @@ _SERVER = os.path.abspath(__file__)
 SERVER_NAME = "labkit-forksrv"  # the server's /proc/PID/comm (at most 15 bytes)
 # What a child can run, and its /proc/PID/comm until it execs (how ps and cleanup tell them).
 ENTRIES = {"namespaces": "labkit-ns-init", "container": "labkit-ctr-init"}
+# Each entry's module, named rather than imported: the launcher sits below the runtime it starts.
+MODULES = {"namespaces": "labkit._init", "container": "labkit.container.init"}
 STDIO, CWD = 3, 1  # a request's fds start with stdin, stdout, stderr, then the cwd
 FIRST_PIPE = 3  # in the child: the status pipe, then the control pipe, then any extra fds
 MAX_FDS = 16
@@ -91,8 +93,8 @@ def serve(sock_fd: int, owner: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
     # The entries, imported once, here: every child forked from now on has them loaded.
-    from labkit import _init  # noqa: F401
-    from labkit.container import init  # noqa: F401
+    for module in MODULES.values():
+        importlib.import_module(module)
 
     sock = socket.socket(fileno=sock_fd)
     sock.send(b"ready")
@@ -168,13 +170,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
 
 def _entry(name: str):
-    if name == "namespaces":
-        from labkit import _init
-
-        return _init.main
-    from labkit.container import init
-
-    return init.main
+    return importlib.import_module(MODULES[name]).main
 
 
 def _place_fds(stdio: list[int], pipes: list[int]) -> None:
@@ -531,14 +527,11 @@ def processes() -> list[tuple[int, str]]:
     return found
 
 
-def leftovers() -> list[str]:
-    """Init children of no container and no namespace helper (a crash between the two).
+def leftovers(known: set[int] = frozenset()) -> list[str]:
+    """Container init children whose PIDs are not in *known* (a crash between fork and record).
 
     The servers themselves are not left over: each belongs to a live owner and ends with it.
     """
-    from .container import lifecycle
-
-    known = {c.pid for c in lifecycle.list_containers()}
     return [
         f"process: {pid} (labkit container init)"
         for pid, comm in processes()

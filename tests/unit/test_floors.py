@@ -10,8 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "labkit"
 
 # Bottom-up, as the course teaches the stack; a module may import its own floor and those below.
 FLOORS = [
-    {"sys", "errors", "state", "mountinfo", "proc", "bpf"},
-    {"_init", "namespaces", "cgroups", "overlay", "rootfs", "layers", "images", "network",
+    {"sys", "errors", "state", "mountinfo", "proc", "bpf", "channel"},
+    {"_init", "forkserver", "namespaces", "cgroups", "overlay", "rootfs", "layers", "images", "network",
      "traffic"},
     {"container"},
     {"engine"},
