@@ -20,10 +20,12 @@ from .state import state_dir
 def _stages():
     """(name, leftovers, remove) for each kind of resource, outermost first."""
     from . import namespaces
-    from .container import lifecycle
+    from .container import lifecycle, manager
 
-    # Containers first: their processes hold namespaces, cgroups and mounts the others remove.
-    stages = [("containers", lifecycle.leftovers, lifecycle.remove_leftovers)]
+    # Monitors first (so none reacts to its container's end), then the containers: their
+    # processes hold namespaces, cgroups and mounts the others remove.
+    stages = [("container monitors", manager.leftovers, manager.remove_leftovers)]
+    stages.append(("containers", lifecycle.leftovers, lifecycle.remove_leftovers))
     stages.append(("processes and namespaces", namespaces.leftovers, namespaces.remove_leftovers))
     from . import network
 
