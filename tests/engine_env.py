@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,11 +119,12 @@ def busybox_archive(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def engine():
     if not os.path.exists(DOCKER):
         pytest.skip("Debian's docker CLI is missing: run 'sudo scripts/setup test' (docker.io)")
-    base = tmp_path_factory.mktemp("engine")
-    e = Engine(base / "engine.sock", base / "state", base / "engine.log", base / "docker-config")
+    # A short state dir: the manager's monitors bind unix sockets below it (108 bytes at most).
+    base = Path(tempfile.mkdtemp(prefix="lke", dir="/tmp"))
+    e = Engine(base / "engine.sock", base / "s", base / "engine.log", base / "docker-config")
     e.config.mkdir()
     saved = os.environ.get("LABKIT_STATE_DIR")
     os.environ["LABKIT_STATE_DIR"] = str(e.state)
@@ -136,6 +139,7 @@ def engine(tmp_path_factory):
         if e.proc is not None and e.proc.poll() is None:
             e.proc.kill()
         cleanup.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
         if saved is None:
             os.environ.pop("LABKIT_STATE_DIR", None)
         else:

@@ -16,7 +16,7 @@ import threading
 import time
 
 from ..container import manager
-from . import streams
+from . import streams, system
 from .api import Reply, route
 from .errors import BadRequest
 
@@ -72,7 +72,13 @@ def list_containers(request) -> Reply:
 
 @route("GET", "/containers/{id}/json")
 def inspect(request, id: str) -> Reply:
-    return Reply(200, manager.get(id).inspect())
+    doc = manager.get(id).inspect()
+    # docker-py reads the log driver here to decide whether it may read logs; the manager's
+    # log is Docker's json-file format. (A stopgap: the manager's record should carry it.)
+    log_config = doc.setdefault("HostConfig", {}).get("LogConfig") or {}
+    if not log_config.get("Type"):
+        doc["HostConfig"]["LogConfig"] = {"Type": "json-file", "Config": {}}
+    return Reply(200, doc)
 
 
 # --- the life cycle ------------------------------------------------------------------------
@@ -97,6 +103,10 @@ def start(request, id: str) -> Reply:
     try:
         manager.start(id)
     except manager.StartError as e:
+        # dockerd removes an AutoRemove container that failed to start (a stopgap: the
+        # manager should, see helpers/engine-needs.md).
+        if manager.get(id).host_config.get("AutoRemove"):
+            manager.remove(id, force=True)
         raise BadRequest(_start_message(e)) from None
     return Reply(204)
 
@@ -181,12 +191,6 @@ def top(request, id: str) -> Reply:
 # --- output: logs and attach ---------------------------------------------------------------
 
 
-def _with_time(entry, timestamps: bool):
-    if timestamps:
-        entry.data = entry.time.encode() + b" " + entry.data
-    return entry
-
-
 @route("GET", "/containers/{id}/logs")
 def logs(request, id: str) -> None:
     stdout, stderr = request.flag("stdout"), request.flag("stderr")
@@ -205,28 +209,60 @@ def logs(request, id: str) -> None:
     stream = request.stream(200, streams.content_type(tty))
     wire = streams.encode(tty)
     for entry in entries:
-        stream.write(wire(entry.stream, _with_time(entry, timestamps).data))
+        data = entry.time.encode() + b" " + entry.data if timestamps else entry.data
+        stream.write(wire(entry.stream, data))
     stream.close()
+
+
+class _LateStdin:
+    """Stdin for an attach made before start (docker run -i does that): it connects once the
+    container runs. A stopgap until the manager's Attach connects stdin lazily itself."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        self.session = None
+
+    def write(self, data: bytes) -> None:
+        if self.session is None:
+            deadline = time.monotonic() + manager.START_TIMEOUT
+            while manager.get(self.ref).status == "created" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.session = manager.attach(self.ref, stdin=True, stdout=False, stderr=False)
+        self.session.write(data)
+
+    def close_stdin(self) -> None:
+        if self.session is None:
+            self.write(b"")
+        self.session.close_stdin()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
 
 
 @route("POST", "/containers/{id}/attach")
 def attach(request, id: str) -> None:
     tty = _tty(id)
     want_stdin = request.flag("stdin")
+    late = want_stdin and manager.get(id).status == "created"
     session = manager.attach(
-        id, stdin=want_stdin, stdout=request.flag("stdout"), stderr=request.flag("stderr"),
-        logs=request.flag("logs"), stream=request.flag("stream", True),
+        id, stdin=want_stdin and not late, stdout=request.flag("stdout"),
+        stderr=request.flag("stderr"), logs=request.flag("logs"),
+        stream=request.flag("stream", True),
     )
+    stdin = _LateStdin(id) if late else session
     try:
         conn = request.hijack(streams.content_type(tty))
         if want_stdin:
-            streams.pump_stdin(conn, session.write, session.close_stdin)
+            streams.pump_stdin(conn, stdin.write, stdin.close_stdin)
         else:
             streams.drain_input(conn)
         streams.send_output(conn, session.output(), tty)
         conn.close_write()
     finally:
         session.close()
+        if late:
+            stdin.close()
 
 
 # --- stats ---------------------------------------------------------------------------------
@@ -250,7 +286,8 @@ def _sample(container) -> dict:
     doc.setdefault("networks", {})
     doc.setdefault("blkio_stats", {"io_service_bytes_recursive": None})
     doc.setdefault("pids_stats", {})
-    doc.setdefault("memory_stats", {})
+    # No memory limit: the host's memory is the limit, as dockerd reports it.
+    doc.setdefault("memory_stats", {}).setdefault("limit", system.mem_total())
     doc.setdefault("num_procs", 0)
     return doc
 

@@ -40,7 +40,7 @@ def create(request, id: str) -> Reply:
     exec_id = manager.exec_create(
         id, _cmd(body), env=env, user=body.get("User") or None,
         workdir=body.get("WorkingDir") or None, tty=bool(body.get("Tty")),
-        privileged=bool(body.get("Privileged")),
+        privileged=bool(body.get("Privileged")), stdin=bool(body.get("AttachStdin")),
     )
     with _lock:
         _attach[exec_id] = {

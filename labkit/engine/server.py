@@ -263,6 +263,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # listen(2)'s backlog: 50 docker runs connect at once
     log: Log
 
     def setup_limits(self, log: Log) -> None:

@@ -42,7 +42,7 @@ def _os_name() -> str:
         return "Linux"
 
 
-def _mem_total() -> int:
+def mem_total() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemTotal:"):
@@ -85,20 +85,20 @@ def info(request) -> Reply:
         "Driver": "overlay",
         "DriverStatus": [["Backing Filesystem", "labkit image store"]],
         "Plugins": {"Volume": [], "Network": ["none", "bridge"], "Authorization": None,
-                    "Log": ["labkit"]},
+                    "Log": ["json-file"]},
         "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
         "CPUShares": True, "CPUSet": True, "PidsLimit": True, "KernelMemory": False,
         "OomKillDisable": False, "IPv4Forwarding": True, "BridgeNfIptables": False,
         "BridgeNfIp6tables": False, "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
         "NGoroutines": threading.active_count(),
         "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "LoggingDriver": "labkit", "CgroupDriver": "cgroupfs",
+        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
         "CgroupVersion": "2" if mode == "v2" else "1",
         "NEventsListener": 0, "KernelVersion": platform.release(),
         "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
         "Architecture": platform.machine(), "IndexServerAddress": "",
         "RegistryConfig": {"InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": []},
-        "NCPU": os.cpu_count() or 1, "MemTotal": _mem_total(),
+        "NCPU": os.cpu_count() or 1, "MemTotal": mem_total(),
         "DockerRootDir": str(state_dir()), "Name": socket.gethostname(), "Labels": [],
         "ExperimentalBuild": False, "ServerVersion": __version__,
         "Runtimes": {"labkit": {"path": "labkit-runtime"}}, "DefaultRuntime": "labkit",
