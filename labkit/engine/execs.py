@@ -92,6 +92,25 @@ def start(request, id: str) -> Reply | None:
     return None
 
 
+def _start(conn, exec_id: str, stdin, stdout, stderr, tty: bool) -> bool:
+    """Start the process; if it cannot run, say why in the stream, as dockerd does (the 101
+    went out already, so no status can)."""
+    try:
+        manager.exec_start(exec_id, stdin=stdin, stdout=stdout, stderr=stderr)
+    except manager.StartError as e:
+        message = (str(e) + "\r\n").encode()
+        try:
+            conn.send(message if tty else streams.frame("stdout", message))
+        except streams.ClientGone:
+            pass
+        try:  # the exit code (126, 127) is what the CLI exits with
+            manager.exec_wait(exec_id, timeout=5)
+        except (TimeoutError, manager.NotFound):
+            pass
+        return False
+    return True
+
+
 def _stdin_pipe(conn, options) -> int | None:
     """The read end of a pipe fed from the client, or None (stdin is /dev/null then)."""
     if not options["stdin"]:
@@ -111,11 +130,15 @@ def _run_on_pipes(conn, exec_id: str, options) -> None:
     err_r, err_w = os.pipe()
     stdin = _stdin_pipe(conn, options)
     try:
-        manager.exec_start(exec_id, stdin=stdin, stdout=out_w, stderr=err_w)
+        started = _start(conn, exec_id, stdin, out_w, err_w, tty=False)
     finally:
         for fd in (out_w, err_w, stdin):
             if fd is not None:
                 os.close(fd)  # the process holds its own copies now
+    if not started:
+        os.close(out_r)
+        os.close(err_r)
+        return
     # Two readers, one writer: frames from each pipe go out whole, in the order they come.
     lock = threading.Lock()
     gone = threading.Event()
@@ -147,9 +170,11 @@ def _run_on_pty(conn, exec_id: str, options, master: int, slave: int) -> None:
     else:
         streams.drain_input(conn)
     try:
-        manager.exec_start(exec_id, stdin=slave, stdout=slave, stderr=slave)
+        started = _start(conn, exec_id, slave, slave, slave, tty=True)
     finally:
         os.close(slave)  # the pty reads EIO at the end once the process's copies are closed
+    if not started:
+        return
     streams.send_output(conn, streams.read_fd(master, "stdout"), tty=True)
     manager.exec_wait(exec_id)
 
