@@ -145,7 +145,8 @@ def _attached(c: manager.Container, args: argparse.Namespace) -> int:
         for entry in attach.output():
             out[entry.stream].write(entry.data)
             out[entry.stream].flush()
-        return manager.wait(c)["StatusCode"]
+        # With --rm, Docker's client waits until the container is gone, not only stopped.
+        return manager.wait(c, "removed" if args.rm else "not-running")["StatusCode"]
     finally:
         if restore:
             restore()
@@ -278,7 +279,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("run", add_help=False, help="run a command in a new container (docker run)")
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print its id")
+    p.add_argument(
+        "-d", "--detach", action="store_true", help="run in the background, print its id"
+    )
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="give it a pseudo-terminal")
     p.add_argument("--name", help="a name for the container")
@@ -295,7 +298,9 @@ def add_commands(sub) -> None:
     p.add_argument("--cap-add", action="append", help="add a capability (or ALL)")
     p.add_argument("--cap-drop", action="append", help="drop a capability (or ALL)")
     p.add_argument("--read-only", action="store_true", help="mount its root read-only")
-    p.add_argument("--privileged", action="store_true", help="every capability, no seccomp or masks")
+    p.add_argument(
+        "--privileged", action="store_true", help="every capability, no seccomp or masks"
+    )
     p.add_argument("--entrypoint", help="replace the image's entrypoint")
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")

@@ -128,10 +128,13 @@ class Streams:
         self.console: socket.socket | None = None
         if self.tty:
             self.console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            self.console_path = str(c.dir / "console.sock")
+            self.console_path = c.dir / "console.sock"
+            # The path through an open handle on the directory: AF_UNIX paths are short.
+            self.dir_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.console_short = f"/proc/self/fd/{self.dir_fd}/console.sock"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.console_path)
-            self.console.bind(self.console_path)
+            self.console.bind(self.console_short)
             self.console.listen(1)
             return
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -154,6 +157,7 @@ class Streams:
                 _msg, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
             self.console.close()
             os.unlink(self.console_path)
+            os.close(self.dir_fd)
             self.master = fds[0]
             os.set_blocking(self.master, False)
             self.outputs = {self.master: "stdout"}
@@ -161,7 +165,7 @@ class Streams:
 
     def create_options(self) -> dict:
         if self.tty:
-            return {"console_socket": self.console_path}
+            return {"console_socket": self.console_short}
         null = subprocess_devnull()
         return {
             "stdin": self.child_fds["stdin"] if self.child_fds["stdin"] is not None else null,
@@ -193,6 +197,7 @@ def run_container(record_dir: str, status_fd: int) -> None:
             netns=c.netns if net else None,
         )
         streams = Streams(c)
+        listener = _listen(c)
         with contextlib.suppress(lifecycle.NotFound):
             lifecycle.remove(lifecycle.get(c.runtime_id))  # left by a monitor that was killed
         rc = lifecycle.create(c.runtime_id, c.dir, spec=spec, **streams.create_options())
@@ -216,17 +221,23 @@ def run_container(record_dir: str, status_fd: int) -> None:
     )
     manager._write_json(c.dir / "state.json", state)
     _report(status_fd, {"running": rc.pid})
-    status = serve(c, rc, streams)
+    status = serve(c, rc, streams, listener)
     finish(c, rc, state, status, status_fd)
 
 
-def serve(c: manager.Container, rc: lifecycle.Container, streams: Streams) -> int:
-    """Copy output to the log and clients' input to stdin until PID 1 exits; its wait status."""
+def _listen(c: manager.Container) -> socket.socket:
+    """monitor.sock: where clients send input for the container's stdin, or a new pty size."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(c.socket_path)
-    listener.bind(str(c.socket_path))
+    with manager.short_path(c.socket_path) as path:
+        listener.bind(path)
     listener.listen(16)
+    return listener
+
+
+def serve(c: manager.Container, rc, streams: Streams, listener: socket.socket) -> int:
+    """Copy output to the log and clients' input to stdin until PID 1 exits; its wait status."""
     pidfd = os.pidfd_open(rc.pid)
     clients: dict[socket.socket, bytes] = {}  # connection -> the start of its request line
     feeders: set[socket.socket] = set()  # connections whose bytes go to stdin
