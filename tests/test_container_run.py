@@ -307,3 +307,14 @@ def test_a_restart_keeps_the_containers_files_and_counts(store):
     assert c.inspect()["RestartCount"] == 1
     manager.remove(c)
     nothing_made()
+
+
+def test_waiting_for_removal_gets_the_exit_code_of_an_auto_removed_container(store):
+    c = manager.create(
+        {"Image": "busybox", "Cmd": ["sh", "-c", "sleep 0.5; exit 9"]}, {"AutoRemove": True}
+    )
+    manager.start(c)  # its handle dropped: wait by id, as an engine's second request does
+    assert manager.wait(c.id, "removed", timeout=30) == {"StatusCode": 9, "Error": None}
+    with pytest.raises(manager.NotFound):
+        manager.get(c.id)
+    nothing_made()

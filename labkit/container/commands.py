@@ -143,8 +143,9 @@ def _attached(c: manager.Container, args: argparse.Namespace) -> int:
     try:
         out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
         for entry in attach.output():
-            out[entry.stream].write(entry.data)
-            out[entry.stream].flush()
+            with contextlib.suppress(BrokenPipeError):  # `| head`: the reader has gone
+                out[entry.stream].write(entry.data)
+                out[entry.stream].flush()
         # With --rm, Docker's client waits until the container is gone, not only stopped.
         return manager.wait(c, "removed" if args.rm else "not-running")["StatusCode"]
     finally:

@@ -432,97 +432,19 @@ def list_containers(all: bool = False, filters: dict | None = None) -> list[Cont
 
 # --- create ---------------------------------------------------------------------------------------
 
-_ADJECTIVES = [
-    "admiring",
-    "agitated",
-    "amazing",
-    "angry",
-    "awesome",
-    "blissful",
-    "bold",
-    "brave",
-    "busy",
-    "clever",
-    "cool",
-    "dazzling",
-    "eager",
-    "ecstatic",
-    "elastic",
-    "epic",
-    "festive",
-    "focused",
-    "friendly",
-    "gallant",
-    "gifted",
-    "goofy",
-    "happy",
-    "hopeful",
-    "jolly",
-    "keen",
-    "kind",
-    "laughing",
-    "loving",
-    "lucid",
-    "modest",
-    "nifty",
-    "nostalgic",
-    "peaceful",
-    "pensive",
-    "quirky",
-    "relaxed",
-    "serene",
-    "sharp",
-    "stoic",
-    "sweet",
-    "tender",
-    "trusting",
-    "upbeat",
-    "vibrant",
-    "wizardly",
-    "youthful",
-    "zealous",
-]
-_SCIENTISTS = [
-    "babbage",
-    "bardeen",
-    "bell",
-    "bohr",
-    "curie",
-    "darwin",
-    "dijkstra",
-    "einstein",
-    "euler",
-    "faraday",
-    "fermi",
-    "feynman",
-    "franklin",
-    "galileo",
-    "gauss",
-    "goldberg",
-    "hamilton",
-    "hopper",
-    "hypatia",
-    "kepler",
-    "knuth",
-    "lamarr",
-    "lovelace",
-    "maxwell",
-    "meitner",
-    "mendel",
-    "morse",
-    "newton",
-    "noether",
-    "pascal",
-    "pike",
-    "ritchie",
-    "shannon",
-    "thompson",
-    "tesla",
-    "torvalds",
-    "turing",
-    "wilson",
-    "wozniak",
-]
+_ADJECTIVES = (  # noqa: SIM905  a list of words, easier read as text
+    "admiring agitated amazing angry awesome blissful bold brave busy clever cool dazzling "
+    "eager ecstatic elastic epic festive focused friendly gallant gifted goofy happy hopeful "
+    "jolly keen kind laughing loving lucid modest nifty nostalgic peaceful pensive quirky "
+    "relaxed serene sharp stoic sweet tender trusting upbeat vibrant wizardly youthful "
+    "zealous"
+).split()
+_SCIENTISTS = (  # noqa: SIM905
+    "babbage bardeen bell bohr curie darwin dijkstra einstein euler faraday fermi feynman "
+    "franklin galileo gauss goldberg hamilton hopper hypatia kepler knuth lamarr lovelace "
+    "maxwell meitner mendel morse newton noether pascal pike ritchie shannon thompson tesla "
+    "torvalds turing wilson wozniak"
+).split()
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
@@ -575,6 +497,7 @@ def create(config: dict, host_config: dict | None = None, name: str | None = Non
     from .. import images
 
     with _lock():
+        _prune_tombstones()
         taken = {c.name for c in _all()}
         full_name = "/" + name.lstrip("/") if name else _generate_name(taken)
         if full_name in taken:
@@ -760,18 +683,12 @@ def wait(
                 _poll(lambda: not (ref.dir / "config.json").exists(), deadline)
             return {"StatusCode": message["exited"], "Error": None}
     c = get(ref)
-    seen_running = c.status == "running"
-    last = c.state()
+    seen_running = False
     while True:
-        try:
-            state = c.state() if (c.dir / "config.json").exists() else None
-        except FileNotFoundError:
-            state = None
-        if state is None:
-            if condition == "removed" or not seen_running:
-                return {"StatusCode": last["ExitCode"], "Error": None}
-            return {"StatusCode": last["ExitCode"], "Error": None}
-        last = state
+        state = c.state() if (c.dir / "config.json").exists() else None
+        if state is None:  # removed: AutoRemove left the exit in a tombstone
+            gone = _read_json(_tombstone(c.id)) or {}
+            return {"StatusCode": gone.get("ExitCode", 0), "Error": None}
         running = state["Status"] == "running"
         seen_running = seen_running or running
         if condition == "not-running" and not running:
@@ -781,6 +698,28 @@ def wait(
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"container {c.name.lstrip('/')} still runs after {timeout:g} s.")
         time.sleep(0.01)
+
+
+TOMBSTONE_SECONDS = 60.0  # how long the exit of a removed (AutoRemove) container is kept
+
+
+def _tombstone(cid: str) -> Path:
+    return records_dir() / ".exits" / cid
+
+
+def write_tombstone(c: Container, state: dict) -> None:
+    """Keep the exit of a container AutoRemove takes away, for a wait(condition="removed")."""
+    path = _tombstone(c.id)
+    path.parent.mkdir(exist_ok=True)
+    _write_json(path, {"ExitCode": state["ExitCode"], "FinishedAt": state["FinishedAt"]})
+
+
+def _prune_tombstones() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(records_dir() / ".exits"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - entry.stat().st_mtime > TOMBSTONE_SECONDS:
+                    os.unlink(entry.path)
 
 
 def _poll(predicate, deadline: float | None) -> bool:

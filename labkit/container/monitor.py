@@ -95,12 +95,13 @@ def set_up_network(c: manager.Container) -> dict:
     mode = c.host_config.get("NetworkMode") or "none"
     if mode == "none":
         return {}
-    manager.check_ports_free(c.host_config)
     br = manager.bridge()
-    network.netns_add(c.netns)
-    endpoint = network.connect(br, c.netns)
-    for host_port, port, proto in dockerconfig.port_bindings(c.host_config):
-        network.publish(br, host_port, str(endpoint.address.ip), port, proto)
+    with manager._lock():  # one at a time: each takes the next free address and port
+        manager.check_ports_free(c.host_config)
+        network.netns_add(c.netns)
+        endpoint = network.connect(br, c.netns)
+        for host_port, port, proto in dockerconfig.port_bindings(c.host_config):
+            network.publish(br, host_port, str(endpoint.address.ip), port, proto)
     return {
         "SandboxKey": network.netns_path(c.netns),
         "IPAddress": str(endpoint.address.ip),
@@ -221,7 +222,14 @@ def run_container(record_dir: str, status_fd: int) -> None:
     )
     manager._write_json(c.dir / "state.json", state)
     _report(status_fd, {"running": rc.pid})
-    status = serve(c, rc, streams, listener)
+    try:
+        status = serve(c, rc, streams, listener)
+    except Exception:  # noqa: BLE001  a broken monitor must not leave the container unwatched
+        import traceback
+
+        traceback.print_exc()  # to monitor.err
+        lifecycle._kill(rc.pid)
+        _, status = os.waitpid(rc.pid, 0)
     finish(c, rc, state, status, status_fd)
 
 
@@ -390,6 +398,7 @@ def finish(c: manager.Container, rc, state: dict, status: int, status_fd: int) -
     manager._write_json(c.dir / "state.json", state)
     _report(status_fd, {"exited": code, "oom": oom})
     if c.host_config.get("AutoRemove"):
+        manager.write_tombstone(c, state)
         manager._remove_record(c)
 
 
