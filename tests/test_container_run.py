@@ -140,6 +140,10 @@ def test_exec_joins_every_namespace_and_the_cgroup(store):
     stats = manager.stats(c)
     assert stats["pids_stats"]["current"] == 1 and stats["memory_stats"]["usage"] > 0
     assert labkit("exec", c.id, "nosuch").returncode == 127
+    # A user by name, from the container's /etc/passwd; -w and -e for the process alone.
+    out = labkit("exec", "-u", "nobody", "-w", "/tmp", "-e", "X=1", c.id, "sh", "-c",
+                 'echo $(id -u) $(pwd) $X')  # fmt: skip
+    assert out.stdout == "65534 /tmp 1\n", out.stderr
     manager.remove(c, force=True)
     nothing_made()
 

@@ -564,15 +564,16 @@ def start(ref: str | Container) -> Container:
         return c
     status_r, status_w = os.pipe()
     try:
-        monitor = subprocess.Popen(
-            [sys.executable, "-I", str(MONITOR), "container", str(c.dir), str(status_w)],
-            pass_fds=(status_w,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(c.dir / "monitor.err", "ab"),  # noqa: SIM115  the monitor's own
-            start_new_session=True,
-            close_fds=True,
-        )
+        with open(c.dir / "monitor.err", "ab") as err:  # the monitor's own errors, if any
+            monitor = subprocess.Popen(
+                [sys.executable, "-I", str(MONITOR), "container", str(c.dir), str(status_w)],
+                pass_fds=(status_w,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
     finally:
         os.close(status_w)
     monitor.wait()  # the first half forks the monitor proper and exits at once

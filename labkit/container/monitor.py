@@ -421,15 +421,15 @@ def exec_spec(c: manager.Container, rc: lifecycle.Container, record: dict):
     host_config = dict(c.host_config, Binds=[])
     if pc.get("privileged"):
         host_config["Privileged"] = True
-    spec = dockerconfig.to_spec(config, host_config, "/", hostname=c.short_id)
+    # Users and groups by name come from the container's /etc, seen through its root.
+    spec = dockerconfig.to_spec(config, host_config, f"/proc/{rc.pid}/root", hostname="")
+    spec.root.path = "/"  # unused: the process enters the container's mount namespace
     spec.hostname = None
     spec.mounts = []
     spec.linux.resources = None
     spec.linux.masked_paths, spec.linux.readonly_paths = [], []
     kinds = {"pid": "pid", "ipc": "ipc", "uts": "uts", "mount": "mnt", "network": "net"}
     spec.linux.namespaces = [Namespace(t, f"/proc/{rc.pid}/ns/{k}") for t, k in kinds.items()]
-    # The user comes from the container's /etc/passwd, seen through its root.
-    spec.process.user = dockerconfig.user(f"/proc/{rc.pid}/root", config["User"])
     return spec
 
 
