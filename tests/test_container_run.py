@@ -258,6 +258,7 @@ def test_a_port_in_use_is_one_sentence_and_nothing_is_made(store):
         (["--network", "host"], "is not available"),
         (["--cpus", "many"], "is not a number of CPUs"),
         (["-u", "nobody-here"], "unable to find user"),
+        (["--bogus"], "unknown flag: --bogus"),
     ],
 )
 def test_bad_input_is_one_sentence_and_nothing_is_made(store, flags, words):

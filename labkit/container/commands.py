@@ -274,8 +274,36 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return status
 
 
+def _usage_errors_are_dockers(parser: argparse.ArgumentParser) -> None:
+    """A bad flag is one line and status 125, as the docker client answers it."""
+
+    def error(message: str):
+        print(f"{parser.prog}: {message}; see '{parser.prog} --help'.", file=sys.stderr)
+        sys.exit(LABKIT_FAILED)
+
+    parser.error = error
+    parse_known_args = parser.parse_known_args
+
+    def strict(args=None, namespace=None):
+        namespace, extras = parse_known_args(args, namespace)
+        if extras:
+            error(f"unknown flag: {extras[0]}")
+        return namespace, extras
+
+    parser.parse_known_args = strict
+
+
 def add_commands(sub) -> None:
     """Add run, ps, exec, logs, stop, rm and inspect to the ``labkit`` command's subparsers."""
+    try:
+        _add_commands(sub)
+    finally:
+        for name in ("run", "ps", "exec", "logs", "stop", "rm", "inspect"):
+            if name in sub.choices:
+                _usage_errors_are_dockers(sub.choices[name])
+
+
+def _add_commands(sub) -> None:
     # -h is Docker's --hostname, so help is --help only.
     p = sub.add_parser("run", add_help=False, help="run a command in a new container (docker run)")
     p.add_argument("--help", action="help", help="show this help and exit")
