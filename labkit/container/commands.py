@@ -143,9 +143,11 @@ def _attached(c: manager.Container, args: argparse.Namespace) -> int:
     try:
         out = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
         for entry in attach.output():
-            out[entry.stream].write(entry.data)
-            out[entry.stream].flush()
-        return manager.wait(c)["StatusCode"]
+            with contextlib.suppress(BrokenPipeError):  # `| head`: the reader has gone
+                out[entry.stream].write(entry.data)
+                out[entry.stream].flush()
+        # With --rm, Docker's client waits until the container is gone, not only stopped.
+        return manager.wait(c, "removed" if args.rm else "not-running")["StatusCode"]
     finally:
         if restore:
             restore()
@@ -272,13 +274,43 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return status
 
 
+def _usage_errors_are_dockers(parser: argparse.ArgumentParser) -> None:
+    """A bad flag is one line and status 125, as the docker client answers it."""
+
+    def error(message: str):
+        print(f"{parser.prog}: {message}; see '{parser.prog} --help'.", file=sys.stderr)
+        sys.exit(LABKIT_FAILED)
+
+    parser.error = error
+    parse_known_args = parser.parse_known_args
+
+    def strict(args=None, namespace=None):
+        namespace, extras = parse_known_args(args, namespace)
+        if extras:
+            error(f"unknown flag: {extras[0]}")
+        return namespace, extras
+
+    parser.parse_known_args = strict
+
+
 def add_commands(sub) -> None:
     """Add run, ps, exec, logs, stop, rm and inspect to the ``labkit`` command's subparsers."""
+    try:
+        _add_commands(sub)
+    finally:
+        for name in ("run", "ps", "exec", "logs", "stop", "rm", "inspect"):
+            if name in sub.choices:
+                _usage_errors_are_dockers(sub.choices[name])
+
+
+def _add_commands(sub) -> None:
     # -h is Docker's --hostname, so help is --help only.
     p = sub.add_parser("run", add_help=False, help="run a command in a new container (docker run)")
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print its id")
+    p.add_argument(
+        "-d", "--detach", action="store_true", help="run in the background, print its id"
+    )
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="give it a pseudo-terminal")
     p.add_argument("--name", help="a name for the container")
@@ -295,7 +327,9 @@ def add_commands(sub) -> None:
     p.add_argument("--cap-add", action="append", help="add a capability (or ALL)")
     p.add_argument("--cap-drop", action="append", help="drop a capability (or ALL)")
     p.add_argument("--read-only", action="store_true", help="mount its root read-only")
-    p.add_argument("--privileged", action="store_true", help="every capability, no seccomp or masks")
+    p.add_argument(
+        "--privileged", action="store_true", help="every capability, no seccomp or masks"
+    )
     p.add_argument("--entrypoint", help="replace the image's entrypoint")
     p.add_argument("image")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")

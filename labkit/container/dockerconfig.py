@@ -157,8 +157,9 @@ def resources(host_config: dict) -> Resources | None:
         cpus = parse_cpus(host_config["NanoCpus"] / 1e9, os.cpu_count())
         cpu.quota, cpu.period = int(cpus * 100_000), 100_000
     if host_config.get("CpuQuota"):
-        cpu.quota, cpu.period = int(host_config["CpuQuota"]), int(
-            host_config.get("CpuPeriod") or 100_000
+        cpu.quota, cpu.period = (
+            int(host_config["CpuQuota"]),
+            int(host_config.get("CpuPeriod") or 100_000),
         )
     if host_config.get("CpuShares"):
         cpu.shares = int(host_config["CpuShares"])
@@ -257,7 +258,9 @@ def _lookup(root: str, file: str, name: str, what: str) -> int:
                     return int(fields[2])
     except OSError:
         pass
-    raise BadInput(f"unable to find {what} {name}: no matching entries in /etc/{file} of the image.")
+    raise BadInput(
+        f"unable to find {what} {name}: no matching entries in /etc/{file} of the image."
+    )
 
 
 def user(root: str, text: str) -> User:

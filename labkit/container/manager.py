@@ -160,7 +160,7 @@ class Container:
     id: str
     dir: Path
     record: dict  # config.json: Id, Name, Created, Image, Config, HostConfig, ...
-    _exit_fd: int | None = None  # from start(): the monitor's pipe that reports the exit
+    _exit_pipe: StatusPipe | None = None  # from start(): the monitor reports the exit on it
 
     @property
     def name(self) -> str:
@@ -288,6 +288,7 @@ class Container:
 
     def inspect(self) -> dict:
         """Docker's ``GET /containers/{id}/json``."""
+        self.record = _read_json(self.dir / "config.json") or self.record  # restart counts
         args = dockerconfig.command(self.config)
         return {
             "Id": self.id,
@@ -316,7 +317,9 @@ class Container:
         state = self.state()
         ports = []
         for host_port, port, proto in dockerconfig.port_bindings(self.host_config):
-            ports.append({"IP": "0.0.0.0", "PrivatePort": port, "PublicPort": host_port, "Type": proto})
+            ports.append(
+                {"IP": "0.0.0.0", "PrivatePort": port, "PublicPort": host_port, "Type": proto}
+            )
         return {
             "Id": self.id,
             "Names": [self.name],
@@ -374,7 +377,7 @@ def get(ref: str | Container) -> Container:
         c = _load(ref.dir)
         if c is None:
             raise NotFound(f"No such container: {ref.short_id}")
-        c._exit_fd = ref._exit_fd
+        c._exit_pipe = ref._exit_pipe
         return c
     if not isinstance(ref, str) or not ref:
         raise BadInput("give a container's name or id.")
@@ -388,7 +391,9 @@ def get(ref: str | Container) -> Container:
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise Conflict(f"{ref!r} is the start of {len(found)} containers' ids: give more of it.")
+            raise Conflict(
+                f"{ref!r} is the start of {len(found)} containers' ids: give more of it."
+            )
     raise NotFound(f"No such container: {ref}")
 
 
@@ -427,8 +432,19 @@ def list_containers(all: bool = False, filters: dict | None = None) -> list[Cont
 
 # --- create ---------------------------------------------------------------------------------------
 
-_ADJECTIVES = ["admiring", "agitated", "amazing", "angry", "awesome", "blissful", "bold", "brave", "busy", "clever", "cool", "dazzling", "eager", "ecstatic", "elastic", "epic", "festive", "focused", "friendly", "gallant", "gifted", "goofy", "happy", "hopeful", "jolly", "keen", "kind", "laughing", "loving", "lucid", "modest", "nifty", "nostalgic", "peaceful", "pensive", "quirky", "relaxed", "serene", "sharp", "stoic", "sweet", "tender", "trusting", "upbeat", "vibrant", "wizardly", "youthful", "zealous"]
-_SCIENTISTS = ["babbage", "bardeen", "bell", "bohr", "curie", "darwin", "dijkstra", "einstein", "euler", "faraday", "fermi", "feynman", "franklin", "galileo", "gauss", "goldberg", "hamilton", "hopper", "hypatia", "kepler", "knuth", "lamarr", "lovelace", "maxwell", "meitner", "mendel", "morse", "newton", "noether", "pascal", "pike", "ritchie", "shannon", "thompson", "tesla", "torvalds", "turing", "wilson", "wozniak"]
+_ADJECTIVES = (  # noqa: SIM905  a list of words, easier read as text
+    "admiring agitated amazing angry awesome blissful bold brave busy clever cool dazzling "
+    "eager ecstatic elastic epic festive focused friendly gallant gifted goofy happy hopeful "
+    "jolly keen kind laughing loving lucid modest nifty nostalgic peaceful pensive quirky "
+    "relaxed serene sharp stoic sweet tender trusting upbeat vibrant wizardly youthful "
+    "zealous"
+).split()
+_SCIENTISTS = (  # noqa: SIM905
+    "babbage bardeen bell bohr curie darwin dijkstra einstein euler faraday fermi feynman "
+    "franklin galileo gauss goldberg hamilton hopper hypatia kepler knuth lamarr lovelace "
+    "maxwell meitner mendel morse newton noether pascal pike ritchie shannon thompson tesla "
+    "torvalds turing wilson wozniak"
+).split()
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
@@ -481,6 +497,7 @@ def create(config: dict, host_config: dict | None = None, name: str | None = Non
     from .. import images
 
     with _lock():
+        _prune_tombstones()
         taken = {c.name for c in _all()}
         full_name = "/" + name.lstrip("/") if name else _generate_name(taken)
         if full_name in taken:
@@ -547,54 +564,82 @@ def start(ref: str | Container) -> Container:
         return c
     status_r, status_w = os.pipe()
     try:
-        monitor = subprocess.Popen(
-            [sys.executable, "-I", str(MONITOR), "container", str(c.dir), str(status_w)],
-            pass_fds=(status_w,),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(c.dir / "monitor.err", "ab"),  # noqa: SIM115  the monitor's own
-            start_new_session=True,
-            close_fds=True,
-        )
+        with open(c.dir / "monitor.err", "ab") as err:  # the monitor's own errors, if any
+            monitor = subprocess.Popen(
+                [sys.executable, "-I", str(MONITOR), "container", str(c.dir), str(status_w)],
+                pass_fds=(status_w,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
     finally:
         os.close(status_w)
     monitor.wait()  # the first half forks the monitor proper and exits at once
-    message = _read_message(status_r, START_TIMEOUT)
+    status = StatusPipe(status_r)
+    message = status.read(START_TIMEOUT)
     if message is None:
-        os.close(status_r)
+        status.close()
         err = (c.dir / "monitor.err").read_text(errors="replace").strip().splitlines()
         raise StartError(
             "the container's monitor ended before the container started"
             + (f": {err[-1]}" if err else ".")
         )
     if "error" in message:
-        os.close(status_r)
+        status.close()
         raise StartError(message["error"], message.get("step"), message.get("exit_code", 125))
     c = get(c)
-    c._exit_fd = status_r
+    c._exit_pipe = status
     return c
 
 
-def _read_message(fd: int, timeout: float) -> dict | None:
-    """One JSON line from the monitor's status pipe (None on end of file or timeout)."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return None
-        data += chunk
-    return json.loads(data)
+class StatusPipe:
+    """The read end of a monitor's status pipe: one JSON message per line."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buffer = b""
+
+    def read(self, timeout: float) -> dict | None:
+        """The next message (None at end of file or after *timeout* s)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if self.fd < 0 or left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self):
+        self.close()
+
+
+@contextlib.contextmanager
+def short_path(path: Path) -> Iterator[str]:
+    """*path* as /proc/self/fd/N/NAME: a unix socket's path may have at most 107 bytes."""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 def _client(c: Container, request: dict) -> socket.socket:
     """A connection to the container's monitor, with *request* sent (one JSON line)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(str(c.socket_path))
+        with short_path(c.socket_path) as path:
+            sock.connect(path)
     except OSError:
         sock.close()
         raise NotRunning(f"container {c.name.lstrip('/')} is not running.") from None
@@ -627,28 +672,24 @@ def wait(
     """
     if condition not in ("not-running", "next-exit", "removed"):
         raise BadInput(f"wait condition {condition!r} is not not-running, next-exit or removed.")
-    exit_fd = ref._exit_fd if isinstance(ref, Container) else None
+    pipe = ref._exit_pipe if isinstance(ref, Container) else None
     deadline = None if timeout is None else time.monotonic() + timeout
-    if exit_fd is not None:
-        left = START_TIMEOUT * 1e6 if deadline is None else max(0.0, deadline - time.monotonic())
-        message = _read_message(exit_fd, left)
+    if pipe is not None:
+        left = 1e9 if deadline is None else max(0.0, deadline - time.monotonic())
+        message = pipe.read(left)
         if message is not None and "exited" in message:
+            pipe.close()
+            ref._exit_pipe = None
             if condition == "removed":
                 _poll(lambda: not (ref.dir / "config.json").exists(), deadline)
             return {"StatusCode": message["exited"], "Error": None}
     c = get(ref)
-    seen_running = c.status == "running"
-    last = c.state()
+    seen_running = False
     while True:
-        try:
-            state = c.state() if (c.dir / "config.json").exists() else None
-        except FileNotFoundError:
-            state = None
-        if state is None:
-            if condition == "removed" or not seen_running:
-                return {"StatusCode": last["ExitCode"], "Error": None}
-            return {"StatusCode": last["ExitCode"], "Error": None}
-        last = state
+        state = c.state() if (c.dir / "config.json").exists() else None
+        if state is None:  # removed: AutoRemove left the exit in a tombstone
+            gone = _read_json(_tombstone(c.id)) or {}
+            return {"StatusCode": gone.get("ExitCode", 0), "Error": None}
         running = state["Status"] == "running"
         seen_running = seen_running or running
         if condition == "not-running" and not running:
@@ -658,6 +699,28 @@ def wait(
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"container {c.name.lstrip('/')} still runs after {timeout:g} s.")
         time.sleep(0.01)
+
+
+TOMBSTONE_SECONDS = 60.0  # how long the exit of a removed (AutoRemove) container is kept
+
+
+def _tombstone(cid: str) -> Path:
+    return records_dir() / ".exits" / cid
+
+
+def write_tombstone(c: Container, state: dict) -> None:
+    """Keep the exit of a container AutoRemove takes away, for a wait(condition="removed")."""
+    path = _tombstone(c.id)
+    path.parent.mkdir(exist_ok=True)
+    _write_json(path, {"ExitCode": state["ExitCode"], "FinishedAt": state["FinishedAt"]})
+
+
+def _prune_tombstones() -> None:
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(records_dir() / ".exits"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - entry.stat().st_mtime > TOMBSTONE_SECONDS:
+                    os.unlink(entry.path)
 
 
 def _poll(predicate, deadline: float | None) -> bool:
@@ -1021,8 +1084,9 @@ def exec_inspect(exec_id: str) -> dict:
     return record
 
 
-def exec_start(exec_id: str, stdin: int | None = None, stdout: int | None = None,
-               stderr: int | None = None) -> None:
+def exec_start(
+    exec_id: str, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
+) -> None:
     """Run the exec'd process with these file descriptors as its 0, 1, 2; return once it runs.
 
     It joins every namespace and the cgroup of the container, with the container's capability
@@ -1053,8 +1117,9 @@ def exec_start(exec_id: str, stdin: int | None = None, stdout: int | None = None
         os.close(status_w)
         os.close(null)
     proc.wait()
-    message = _read_message(status_r, START_TIMEOUT)
-    os.close(status_r)
+    pipe = StatusPipe(status_r)
+    message = pipe.read(START_TIMEOUT)
+    pipe.close()
     if message is None:
         raise StartError("the exec monitor ended before the process started.")
     if "error" in message:

@@ -95,12 +95,13 @@ def set_up_network(c: manager.Container) -> dict:
     mode = c.host_config.get("NetworkMode") or "none"
     if mode == "none":
         return {}
-    manager.check_ports_free(c.host_config)
     br = manager.bridge()
-    network.netns_add(c.netns)
-    endpoint = network.connect(br, c.netns)
-    for host_port, port, proto in dockerconfig.port_bindings(c.host_config):
-        network.publish(br, host_port, str(endpoint.address.ip), port, proto)
+    with manager._lock():  # one at a time: each takes the next free address and port
+        manager.check_ports_free(c.host_config)
+        network.netns_add(c.netns)
+        endpoint = network.connect(br, c.netns)
+        for host_port, port, proto in dockerconfig.port_bindings(c.host_config):
+            network.publish(br, host_port, str(endpoint.address.ip), port, proto)
     return {
         "SandboxKey": network.netns_path(c.netns),
         "IPAddress": str(endpoint.address.ip),
@@ -128,10 +129,13 @@ class Streams:
         self.console: socket.socket | None = None
         if self.tty:
             self.console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            self.console_path = str(c.dir / "console.sock")
+            self.console_path = c.dir / "console.sock"
+            # The path through an open handle on the directory: AF_UNIX paths are short.
+            self.dir_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.console_short = f"/proc/self/fd/{self.dir_fd}/console.sock"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.console_path)
-            self.console.bind(self.console_path)
+            self.console.bind(self.console_short)
             self.console.listen(1)
             return
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -154,6 +158,7 @@ class Streams:
                 _msg, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
             self.console.close()
             os.unlink(self.console_path)
+            os.close(self.dir_fd)
             self.master = fds[0]
             os.set_blocking(self.master, False)
             self.outputs = {self.master: "stdout"}
@@ -161,7 +166,7 @@ class Streams:
 
     def create_options(self) -> dict:
         if self.tty:
-            return {"console_socket": self.console_path}
+            return {"console_socket": self.console_short}
         null = subprocess_devnull()
         return {
             "stdin": self.child_fds["stdin"] if self.child_fds["stdin"] is not None else null,
@@ -193,6 +198,7 @@ def run_container(record_dir: str, status_fd: int) -> None:
             netns=c.netns if net else None,
         )
         streams = Streams(c)
+        listener = _listen(c)
         with contextlib.suppress(lifecycle.NotFound):
             lifecycle.remove(lifecycle.get(c.runtime_id))  # left by a monitor that was killed
         rc = lifecycle.create(c.runtime_id, c.dir, spec=spec, **streams.create_options())
@@ -216,17 +222,30 @@ def run_container(record_dir: str, status_fd: int) -> None:
     )
     manager._write_json(c.dir / "state.json", state)
     _report(status_fd, {"running": rc.pid})
-    status = serve(c, rc, streams)
+    try:
+        status = serve(c, rc, streams, listener)
+    except Exception:  # noqa: BLE001  a broken monitor must not leave the container unwatched
+        import traceback
+
+        traceback.print_exc()  # to monitor.err
+        lifecycle._kill(rc.pid)
+        _, status = os.waitpid(rc.pid, 0)
     finish(c, rc, state, status, status_fd)
 
 
-def serve(c: manager.Container, rc: lifecycle.Container, streams: Streams) -> int:
-    """Copy output to the log and clients' input to stdin until PID 1 exits; its wait status."""
+def _listen(c: manager.Container) -> socket.socket:
+    """monitor.sock: where clients send input for the container's stdin, or a new pty size."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(c.socket_path)
-    listener.bind(str(c.socket_path))
+    with manager.short_path(c.socket_path) as path:
+        listener.bind(path)
     listener.listen(16)
+    return listener
+
+
+def serve(c: manager.Container, rc, streams: Streams, listener: socket.socket) -> int:
+    """Copy output to the log and clients' input to stdin until PID 1 exits; its wait status."""
     pidfd = os.pidfd_open(rc.pid)
     clients: dict[socket.socket, bytes] = {}  # connection -> the start of its request line
     feeders: set[socket.socket] = set()  # connections whose bytes go to stdin
@@ -379,6 +398,7 @@ def finish(c: manager.Container, rc, state: dict, status: int, status_fd: int) -
     manager._write_json(c.dir / "state.json", state)
     _report(status_fd, {"exited": code, "oom": oom})
     if c.host_config.get("AutoRemove"):
+        manager.write_tombstone(c, state)
         manager._remove_record(c)
 
 
@@ -401,15 +421,15 @@ def exec_spec(c: manager.Container, rc: lifecycle.Container, record: dict):
     host_config = dict(c.host_config, Binds=[])
     if pc.get("privileged"):
         host_config["Privileged"] = True
-    spec = dockerconfig.to_spec(config, host_config, "/", hostname=c.short_id)
+    # Users and groups by name come from the container's /etc, seen through its root.
+    spec = dockerconfig.to_spec(config, host_config, f"/proc/{rc.pid}/root", hostname="")
+    spec.root.path = "/"  # unused: the process enters the container's mount namespace
     spec.hostname = None
     spec.mounts = []
     spec.linux.resources = None
     spec.linux.masked_paths, spec.linux.readonly_paths = [], []
     kinds = {"pid": "pid", "ipc": "ipc", "uts": "uts", "mount": "mnt", "network": "net"}
     spec.linux.namespaces = [Namespace(t, f"/proc/{rc.pid}/ns/{k}") for t, k in kinds.items()]
-    # The user comes from the container's /etc/passwd, seen through its root.
-    spec.process.user = dockerconfig.user(f"/proc/{rc.pid}/root", config["User"])
     return spec
 
 
