@@ -176,10 +176,15 @@ def _on_a_pty(engine, *args, timeout: float = 60) -> tuple[int, bytes]:
 
 
 def test_run_it_gets_a_terminal_of_the_clients_size(box):
+    # Docker CLI 20.10 sets the size with a resize after start (1.42's ConsoleSize in create is
+    # newer): wait for it, a bounded while.
+    sized = ('i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ] || [ $i -ge 100 ]; '
+             'do sleep 0.05; i=$((i+1)); done; echo "$s"')
     status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c",
-                            "tty; stty size; exit 5")
+                            f"tty; {sized}; exit 5")
     assert status == 5, out
-    assert b"/dev/pts/0" in out and b"24 80" in out
+    resizes = [line for line in box.log().splitlines() if "/resize" in line]
+    assert b"/dev/pts/0" in out and b"24 80" in out, (out, resizes[-3:])
     assert no_containers(box)
 
 
