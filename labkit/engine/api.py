@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from .errors import BadRequest, TooLarge
@@ -282,6 +284,18 @@ class Request:
                     pass
             except (BadRequest, TooLarge):
                 self._h.close_connection = True
+
+    def client_gone(self) -> bool:
+        """Whether the client closed its connection (a docker CLI interrupted in a wait)."""
+        sock = self._h.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            gone = bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            gone = True
+        if gone:
+            self._h.close_connection = True
+        return gone
 
     # --- answers an endpoint sends itself ----------------------------------------------------
 

@@ -10,8 +10,6 @@ exit code.
 from __future__ import annotations
 
 import os
-import select
-import socket
 import threading
 import time
 
@@ -111,16 +109,6 @@ def start(request, id: str) -> Reply:
     return Reply(204)
 
 
-def _client_gone(request) -> bool:
-    """Whether the client closed the connection (a wait whose docker CLI was interrupted)."""
-    sock = request._h.connection
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
-
-
 @route("POST", "/containers/{id}/wait")
 def wait(request, id: str) -> None:
     condition = request.arg("condition") or "not-running"
@@ -136,14 +124,13 @@ def wait(request, id: str) -> None:
     def waiter() -> None:
         try:
             result.update(manager.wait(container.id, condition=condition))
-        except Exception as e:  # the container vanished under us: say so in the body
+        except Exception as e:  # noqa: BLE001  the container vanished: say so in the body
             result.update({"StatusCode": -1, "Error": {"Message": str(e)}})
         done.set()
 
     threading.Thread(target=waiter, name="wait", daemon=True).start()
     while not done.wait(0.5):
-        if _client_gone(request):
-            request._h.close_connection = True
+        if request.client_gone():
             return  # nobody to tell: the waiter thread ends with the container
     stream.json(result)
     stream.close()
@@ -314,7 +301,7 @@ def stats(request, id: str) -> Reply | None:
         stream.json(_with_previous(current, previous))
         previous = current
         time.sleep(_STATS_INTERVAL)
-        if manager.get(id).status != "running" or _client_gone(request):
+        if manager.get(id).status != "running" or request.client_gone():
             break
     stream.close()
     return None

@@ -12,6 +12,7 @@ import os
 import threading
 
 from ..container import manager
+from ..errors import LabkitError
 from . import streams
 from .api import Reply, route
 from .errors import BadRequest, Conflict
@@ -75,7 +76,7 @@ def start(request, id: str) -> Reply | None:
         return Reply(200)
     if bool(body.get("Tty", options["tty"])):
         # The pty exists before the 101, so a resize sent right after it finds it.
-        master, slave = os.openpty()
+        master, slave = _pty_for(state.get("ContainerID", ""))
         with _lock:
             _ptys[id] = master
         try:
@@ -159,6 +160,15 @@ def _run_on_pipes(conn, exec_id: str, options) -> None:
     copy(out_r, "stdout")
     err_thread.join()
     manager.exec_wait(exec_id)
+
+
+def _pty_for(container_id: str) -> tuple[int, int]:
+    """A pty in the container's own /dev/pts (else one of the host's, which works but which
+    the process cannot name: `tty` says "not a tty")."""
+    try:
+        return streams.open_pty(f"/proc/{manager.get(container_id).pid}/root")
+    except (OSError, LabkitError):
+        return os.openpty()
 
 
 def _run_on_pty(conn, exec_id: str, options, master: int, slave: int) -> None:

@@ -84,7 +84,7 @@ def list_images(request) -> Reply:
     unknown = set(filters) - {"reference", "dangling"}
     if unknown:
         raise NotImplementedHere(
-            f"the image filter {sorted(unknown)[0]!r} is not supported here: use reference or "
+            f"the image filter {min(unknown)!r} is not supported here: use reference or "
             "dangling."
         )
     return Reply(200, [summary(i) for i in images.list_images() if _matches(i, filters)])

@@ -80,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.1"  # never answer without a status line (HTTP/0.9)
     timeout = IDLE_TIMEOUT
-    server: "_Server"
+    server: _Server
 
     def handle_one_request(self) -> None:
         self._t0 = time.monotonic()  # reset in parse_request: idle time is not the request's
@@ -202,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
             self._logged(499, " (the client went away)")
         except (LabkitError, OSError) as e:
             self._fail(request, status_of(e) if isinstance(e, LabkitError) else 500, str(e))
-        except Exception as e:  # a bug in the engine: say so, keep serving
+        except Exception as e:  # noqa: BLE001  a bug in the engine: say so, keep serving
             self.server.log.line("engine error: " + "".join(
                 traceback.format_exception_only(type(e), e)).strip())
             if os.environ.get("LABKIT_ENGINE_DEBUG"):

@@ -19,6 +19,7 @@ from ..cgroups.layout import detect_mode
 from ..state import state_dir
 from . import images as image_routes
 from .api import Reply, route
+from .errors import NotFound
 from .server import API_VERSION, MIN_API_VERSION
 
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -121,3 +122,20 @@ def _engine_id() -> str:
             return f.read().strip() or socket.gethostname()
     except OSError:
         return socket.gethostname()
+
+
+# `docker inspect NAME` tries containers, images, then networks, volumes and plugins, and stops
+# at the first answer that is not a 404: there are none of those here, so each one is a 404.
+@route("GET", "/networks/{name}")
+def no_network(request, name: str) -> None:
+    raise NotFound(f"No such network: {name[:200]}")
+
+
+@route("GET", "/volumes/{name}")
+def no_volume(request, name: str) -> None:
+    raise NotFound(f"No such volume: {name[:200]}")
+
+
+@route("GET", "/plugins/{name*}/json")
+def no_plugin(request, name: str) -> None:
+    raise NotFound(f"No such plugin: {name[:200]}")
