@@ -13,8 +13,8 @@ import json
 import re
 import select
 import socket
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 

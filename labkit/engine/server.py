@@ -84,7 +84,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self._t0 = time.monotonic()  # reset in parse_request: idle time is not the request's
-        super().handle_one_request()
+        try:
+            super().handle_one_request()
+        except OSError:  # the client reset the connection: nothing to answer, nobody to tell
+            self.close_connection = True
 
     def parse_request(self) -> bool:
         self._t0 = time.monotonic()
@@ -247,14 +250,14 @@ def _unversioned(path: str) -> str:
 
 
 def _no_route(method: str, path: str, other_method: bool) -> ApiError:
-    if other_method:
-        return ApiError(f"{method} is not allowed on {printable(path, 80)}.", 405)
     if path.startswith(_NOT_HERE):
         return ApiError(
             f"labkit's engine does not implement {printable(path, 80)}: it runs containers "
             "and images only (no networks, volumes, builds, swarm or plugins).",
             501,
         )
+    if other_method:
+        return ApiError(f"{method} is not allowed on {printable(path, 80)}.", 405)
     return ApiError(f"page not found: {printable(path, 80)} is not part of the Engine API.", 404)
 
 
@@ -269,6 +272,10 @@ class _Server(socketserver.ThreadingMixIn, socketserver.BaseServer):
     def setup_limits(self, log: Log) -> None:
         self.log = log
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def handle_error(self, request, client_address) -> None:
+        # One line in the log, not socketserver's traceback on stderr.
+        self.log.line(f"error on a connection: {sys.exc_info()[1]!r}"[:300])
 
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
