@@ -20,11 +20,14 @@ from .state import state_dir
 def _stages():
     """(name, leftovers, remove) for each kind of resource, outermost first."""
     from . import forkserver, namespaces
-    from .container import lifecycle
+    from .container import lifecycle, manager
 
-    # Containers first: their processes hold namespaces, cgroups and mounts the others remove.
-    stages = [("containers", lifecycle.leftovers, lifecycle.remove_leftovers)]
+    # Monitors first (so none reacts to its container's end), then the containers: their
+    # processes hold namespaces, cgroups and mounts the others remove.
+    stages = [("container monitors", manager.leftovers, manager.remove_leftovers)]
+    stages.append(("containers", lifecycle.leftovers, lifecycle.remove_leftovers))
     stages.append(("processes and namespaces", namespaces.leftovers, namespaces.remove_leftovers))
+
     def orphan_inits():
         return forkserver.leftovers({c.pid for c in lifecycle.list_containers()})
 

@@ -413,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_net_commands(sub)
     _add_cgroup_commands(sub)
     course.add_commands(sub)
+    from .container import commands  # run, ps, exec, logs, stop, rm, inspect: Docker's words
+
+    commands.add_commands(sub)
+    from .engine import cli as engine_cli
+
+    engine_cli.add_parser(sub)
     # Later lessons add their areas here (image, net, cgroup, ...).
     return parser
 

@@ -107,7 +107,12 @@ def _write_repositories(repos: dict[str, list[str]]) -> None:
 
 
 def full_name(name: str) -> str:
-    """``busybox`` -> ``busybox:latest``; refuse what cannot be an image name."""
+    """``busybox`` -> ``busybox:latest``; refuse what cannot be an image name.
+
+    Docker Hub's long form (``docker.io/library/busybox``, what ``docker tag`` sends) is kept
+    short, as the docker CLI shows it."""
+    if isinstance(name, str):
+        name = name.removeprefix("docker.io/").removeprefix("library/")
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadInput(
             f"{show(str(name))} is not an image name: use lower-case letters, digits and '._/-', "
@@ -874,6 +879,53 @@ def commit(
     with _Stage() as stage:
         layers.write_layer_file(upperdir, stage.dir / "layer.tar")
         return _new_image(stage, stage.dir / "layer.tar", parent, comment, [full_name(name)])
+
+
+def import_rootfs(
+    source: str | os.PathLike, name: str | None = None, comment: str = "labkit: imported"
+) -> Image:
+    """A one-layer image from a root filesystem tar (plain, gzip, xz or zstd), as ``docker
+    import`` makes one; checked and bounded like every layer."""
+    require_root("importing a root filesystem")
+    names = [full_name(name)] if name is not None else []
+    had_store = store_dir().is_dir()
+    try:
+        with _Stage() as stage:
+            return _new_image(stage, Path(source), None, comment, names)
+    except OSError as e:
+        raise LabkitError(
+            f"importing {show(str(source))} failed: {e.strerror or type(e).__name__}; the store "
+            "is as it was."
+        ) from None
+    finally:
+        if not had_store and not _repositories():
+            _remove_empty_store()
+
+
+def tag(ref: str, name: str) -> Image:
+    """Give an image one more name, as ``docker tag`` does (a name another image had moves)."""
+    require_root("tagging an image")
+    image = get(ref)
+    name = full_name(name)
+    with _store_lock():
+        repos = _repositories()
+        for other in repos.values():
+            other[:] = [n for n in other if n != name]
+        repos[image.id] = sorted(set(repos[image.id]) | {name})
+        _write_repositories(repos)
+    return get(image.id)
+
+
+def untag(name: str) -> Image:
+    """Take one name off its image; the image and its other names stay."""
+    require_root("untagging an image")
+    name = full_name(name)
+    image = get(name)
+    with _store_lock():
+        repos = _repositories()
+        repos[image.id] = [n for n in repos[image.id] if n != name]
+        _write_repositories(repos)
+    return get(image.id)
 
 
 def remove(ref: str) -> list[str]:

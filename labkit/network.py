@@ -659,6 +659,14 @@ def publish(
     return [r for r in rules() if r.comment == comment]
 
 
+def unpublish(bridge_name: str, host_port: int, proto: str = "tcp") -> None:
+    """Delete the rules that publish *host_port* on *bridge_name* (what publish made)."""
+    head = f"{bridge_name}: publish {proto} {host_port} -> "
+    doomed = [r for r in rules() if r.comment.startswith(head)]
+    if doomed:
+        _nft(*[f"delete rule ip {NFT_TABLE} {r.chain} handle {r.handle}" for r in doomed])
+
+
 def rules_delete(bridge_name: str | None = None) -> None:
     """Delete labkit's rules for *bridge_name* (all when None); the table goes with the last."""
     found = rules()

@@ -364,7 +364,7 @@ def _follow(proc, pipes: channel.Parent, spec: Spec, skip) -> int:
                 raise _set_up_failed(channel.StepFailed.from_event(event))
     except LabkitError:
         if pid:
-            _kill(pid)
+            kill_process(pid)
         raise
     if pid is None:
         proc.wait()
@@ -392,7 +392,7 @@ def _write_id_maps(pid: int, spec: Spec) -> None:
         Path(f"/proc/{pid}/{name}").write_text(text)
 
 
-def _kill(pid: int) -> None:
+def kill_process(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -413,7 +413,7 @@ def _wait_dead(container: Container, timeout: float = 5.0) -> None:
 def _undo(pid, proc, groups, d: Path, image_root: str | None) -> None:
     """Take back a half-made container: its process, cgroup, root and state directory."""
     if pid:
-        _kill(pid)
+        kill_process(pid)
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -433,6 +433,49 @@ def _unmount_image_root(name: str) -> None:
 
     if (images.roots_dir() / name).exists():
         images.unmount_root(name)
+
+
+# --- exec: a process that joins a running container ----------------------------------------------
+
+# What `exec` leaves out: the steps that built the container's root, /dev, hostname and paths.
+# The new process enters what they made, by joining the container's namespaces.
+EXEC_SKIP = (
+    "make_root_private",
+    "bind_rootfs",
+    "mount_filesystems",
+    "create_devices",
+    "link_dev_symlinks",
+    "pivot_root",
+    "set_hostname",
+    "write_sysctls",
+    "mount_readonly_paths",
+    "mask_paths",
+    "remount_root_readonly",
+    "wait_for_start",
+)
+
+
+def exec_in(c: Container, spec: Spec, d: Path, stdin=None, stdout=None, stderr=None) -> int:
+    """Start *spec*'s process in container *c* (``runc exec``); return its PID.
+
+    The init joins c's cgroups before anything else, then the namespaces *spec* names by path
+    (/proc/PID/ns/...), and runs the process steps (rlimits, no_new_privs, seccomp, capability
+    sets, user, cwd). *d* is a scratch directory for the exec FIFO, removed again. The process
+    is a grandchild of the caller, reparented on the way: the caller should be a subreaper to
+    wait for it.
+    """
+    check(spec)
+    groups = [c.cgroup] if c.cgroup is not None else []
+    if c.record.get("devices_cgroup"):
+        path = Path(c.record["devices_cgroup"])
+        groups.append(devices.DeviceCgroup(path.name.removeprefix("labkit-"), path.parent))
+    d.mkdir()
+    try:
+        _make_exec_fifo(d / "exec.fifo", spec)
+        _proc, pid = _start_init(spec, d, groups, EXEC_SKIP, None, stdin, stdout, stderr)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return pid
 
 
 # --- start, kill, delete --------------------------------------------------------------------------
@@ -513,7 +556,7 @@ def delete(container_id: str, force: bool = False, root: str | os.PathLike | Non
 def remove(c: Container) -> None:
     """SIGKILL the container if it still runs, then remove its cgroup and state directory."""
     if c.alive():
-        _kill(c.pid)
+        kill_process(c.pid)
         _wait_dead(c)
     if c.cgroup is not None:
         c.cgroup.remove()

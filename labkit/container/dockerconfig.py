@@ -1,0 +1,329 @@
+"""Docker's container configuration, checked, and turned into an OCI spec with Docker's defaults.
+
+``docker run`` sends the engine two objects: ``Config`` (what to run: image, command, env,
+user, working directory, terminal) and ``HostConfig`` (how the host runs it: limits, volumes,
+ports, network, capabilities). The engine fills in the rest from the image's own config and
+hands the runtime an OCI spec. This module does that step: ``check(config, host_config)``
+refuses a bad value in one sentence before anything is made, ``to_spec`` builds the spec.
+
+Docker's defaults kept here: the image's Env, Cmd, Entrypoint, WorkingDir and User; a new
+namespace of every kind but user and cgroup; the container's short id as hostname; Docker's 14
+capabilities, its seccomp profile, masked and read-only paths (all of them off with Privileged).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ..cgroups.units import parse_cpus, parse_size
+from ..errors import BadInput
+from . import capabilities
+from .spec import (
+    CPU,
+    DEFAULT_PATH,
+    Linux,
+    Memory,
+    Mount,
+    Namespace,
+    Pids,
+    Process,
+    Resources,
+    Root,
+    Spec,
+    User,
+)
+
+NETWORK_MODES = ("none", "bridge", "default")
+_PORT = re.compile(r"^(\d{1,5})(?:/(tcp|udp))?$")
+
+
+def _capability(name: str) -> str:
+    """ "net_admin", "NET_ADMIN" or "CAP_NET_ADMIN" -> "CAP_NET_ADMIN" (or "ALL")."""
+    if not isinstance(name, str):
+        raise BadInput(f"capability {name!r} is not a name: use names like NET_ADMIN.")
+    upper = name.upper()
+    if upper == "ALL":
+        return "ALL"
+    full = upper if upper.startswith("CAP_") else "CAP_" + upper
+    if full not in capabilities.NUMBERS:
+        raise BadInput(
+            f"{name!r} is not a capability: use names like NET_ADMIN or CHOWN "
+            "(see man 7 capabilities), or ALL."
+        )
+    return full
+
+
+def capability_set(host_config: dict) -> list[str]:
+    """Docker's 14 capabilities, with CapAdd added and CapDrop taken away (ALL allowed)."""
+    if host_config.get("Privileged"):
+        return sorted(capabilities.NUMBERS)
+    add = [_capability(c) for c in host_config.get("CapAdd") or []]
+    drop = [_capability(c) for c in host_config.get("CapDrop") or []]
+    caps = set(capabilities.DOCKER_DEFAULT)
+    if "ALL" in drop:
+        caps = set()
+    caps -= set(drop)
+    if "ALL" in add:
+        caps = set(capabilities.NUMBERS)
+    caps |= {c for c in add if c != "ALL"}
+    return sorted(caps, key=capabilities.NUMBERS.get)
+
+
+def parse_port(text: str) -> tuple[int, str]:
+    """ "80", "80/tcp", "53/udp" -> (port, protocol); anything else is refused."""
+    match = _PORT.match(str(text))
+    if not match or not 1 <= int(match.group(1)) <= 65535:
+        raise BadInput(f"{text!r} is not a port: use a number 1 to 65535, optionally /tcp or /udp.")
+    return int(match.group(1)), match.group(2) or "tcp"
+
+
+def port_bindings(host_config: dict) -> list[tuple[int, int, str]]:
+    """HostConfig.PortBindings as (host port, container port, protocol), checked."""
+    found = []
+    bindings = host_config.get("PortBindings") or {}
+    if not isinstance(bindings, dict):
+        raise BadInput('PortBindings must map "PORT/PROTO" to a list of {"HostPort": ...}.')
+    for key, targets in bindings.items():
+        port, proto = parse_port(key)
+        for target in targets or [{}]:
+            host_ip = (target or {}).get("HostIp") or ""
+            if host_ip not in ("", "0.0.0.0"):
+                raise BadInput(
+                    f"publishing on the address {host_ip} is not supported: labkit publishes "
+                    "on all of the host's addresses; leave the address out (-p HOST:CONTAINER)."
+                )
+            host_port = (target or {}).get("HostPort") or ""
+            if not str(host_port).isdigit() or not 1 <= int(host_port) <= 65535:
+                raise BadInput(
+                    f"host port {host_port!r} for {key} is not a port number: give one from "
+                    "1 to 65535 (labkit picks no port by itself)."
+                )
+            found.append((int(host_port), port, proto))
+    seen = set()
+    for host_port, _port, proto in found:
+        if (host_port, proto) in seen:
+            raise BadInput(f"host port {host_port}/{proto} is given twice: publish it once.")
+        seen.add((host_port, proto))
+    return found
+
+
+def binds(host_config: dict) -> list[Mount]:
+    """HostConfig.Binds ("SRC:DST[:ro|rw]") as bind mounts; the source must exist on the host."""
+    mounts = []
+    for bind in host_config.get("Binds") or []:
+        parts = str(bind).split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise BadInput(
+                f"volume {bind!r} is not SRC:DST or SRC:DST:ro: give a host directory or file "
+                "and a path inside the container, e.g. /srv/data:/data:ro."
+            )
+        src, dst = parts[0], parts[1]
+        if not src.startswith("/"):
+            raise BadInput(
+                f"volume source {src!r} is not an absolute path: labkit has no named volumes, "
+                "give a host path like /srv/data."
+            )
+        if not os.path.exists(src):
+            raise BadInput(f"volume source {src} does not exist on the host: create it first.")
+        if not dst.startswith("/") or dst == "/":
+            raise BadInput(f"volume destination {dst!r} must be an absolute path other than /.")
+        options = ["rbind", "rprivate"] + (["ro"] if parts[2:] == ["ro"] else [])
+        mounts.append(Mount(dst, "bind", os.path.realpath(src), options))
+    return mounts
+
+
+def resources(host_config: dict) -> Resources | None:
+    """Memory, CPU and pids limits from HostConfig, as linux.resources."""
+    res = Resources()
+    memory = host_config.get("Memory") or 0
+    if memory:
+        limit = parse_size(memory, "memory limit")
+        swap = host_config.get("MemorySwap") or 0
+        if swap in (0, None):
+            swap_total = 2 * limit  # Docker's default: as much swap as memory
+        elif swap == -1:
+            swap_total = None
+        else:
+            swap_total = parse_size(swap, "memory+swap limit")
+            if swap_total < limit:
+                raise BadInput(
+                    "the memory+swap limit is below the memory limit: give --memory-swap at "
+                    "least as large as --memory (or -1 for unlimited swap)."
+                )
+        res.memory = Memory(limit=limit, swap=swap_total if _swap_accounted() else None)
+    cpu = CPU()
+    if host_config.get("NanoCpus"):
+        cpus = parse_cpus(host_config["NanoCpus"] / 1e9, os.cpu_count())
+        cpu.quota, cpu.period = int(cpus * 100_000), 100_000
+    if host_config.get("CpuQuota"):
+        cpu.quota, cpu.period = (
+            int(host_config["CpuQuota"]),
+            int(host_config.get("CpuPeriod") or 100_000),
+        )
+    if host_config.get("CpuShares"):
+        cpu.shares = int(host_config["CpuShares"])
+    if cpu != CPU():
+        res.cpu = cpu
+    pids = host_config.get("PidsLimit")
+    if pids:
+        if not isinstance(pids, int) or isinstance(pids, bool) or pids < -1:
+            raise BadInput(f"pids limit {pids!r} is not a number of processes: give e.g. 100.")
+        if pids > 0:
+            res.pids = Pids(pids)
+    return res if (res.memory or res.cpu or res.pids) else None
+
+
+def _swap_accounted() -> bool:
+    """Whether the kernel can limit memory+swap (v1 memsw files, or v2's memory.swap.max)."""
+    from ..cgroups import layout
+
+    if layout.detect_mode() == "v2":
+        return True
+    return os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+
+
+def parse_memory(text: str) -> int:
+    """ "64m", "1g", "512k", "1048576" -> bytes (Docker's units are powers of 1024)."""
+    size = parse_size(str(text).strip(), "memory limit")
+    if not isinstance(size, int):
+        raise BadInput(f"memory limit {text!r} is not a size: write e.g. 64m or 1g.")
+    return size
+
+
+def check(config: dict, host_config: dict) -> None:
+    """Refuse what cannot run, one sentence each, before anything is made."""
+    if not isinstance(config, dict) or not isinstance(host_config, dict):
+        raise BadInput("the container's Config and HostConfig must be JSON objects.")
+    for key in ("Cmd", "Entrypoint", "Env"):
+        value = config.get(key)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            raise BadInput(f"{key} must be a list of strings, not {value!r}.")
+    for entry in config.get("Env") or []:
+        if entry.startswith("="):
+            raise BadInput(f"environment entry {entry!r} must be NAME=VALUE.")
+    mode = host_config.get("NetworkMode") or "none"
+    if mode not in NETWORK_MODES:
+        raise BadInput(
+            f"network {mode!r} is not available: labkit has --network none and --network bridge."
+        )
+    ports = port_bindings(host_config)
+    if ports and mode == "none":
+        raise BadInput("published ports need a network: add --network bridge.")
+    capability_set(host_config)
+    binds(host_config)
+    resources(host_config)
+    workdir = config.get("WorkingDir") or ""
+    if workdir and not workdir.startswith("/"):
+        raise BadInput(f"working directory {workdir!r} must be an absolute path.")
+    hostname = config.get("Hostname") or ""
+    if hostname and not re.match(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$", hostname):
+        raise BadInput(f"{hostname!r} is not a hostname: use 1 to 63 letters, digits, '.' or '-'.")
+    user = config.get("User") or ""
+    if user and not re.match(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$", user):
+        raise BadInput(f"user {user!r} is not USER or USER:GROUP (names or numbers).")
+
+
+def merged_config(image_config: dict, config: dict) -> dict:
+    """The container's Config: the image's config with what the caller gave on top (Docker's)."""
+    base = dict(image_config.get("config") or {})
+    out = dict(config)
+    if not config.get("Cmd") and not config.get("Entrypoint"):
+        out["Cmd"] = base.get("Cmd")
+    out["Entrypoint"] = config.get("Entrypoint") or base.get("Entrypoint")
+    env = {}
+    for entry in (base.get("Env") or []) + (config.get("Env") or []):
+        name, _, value = entry.partition("=")
+        env[name] = value
+    if "PATH" not in env:
+        env["PATH"] = DEFAULT_PATH.split("=", 1)[1]
+    out["Env"] = [f"{k}={v}" for k, v in env.items()]
+    out["WorkingDir"] = config.get("WorkingDir") or base.get("WorkingDir") or ""
+    out["User"] = config.get("User") or base.get("User") or ""
+    out["Labels"] = {**(base.get("Labels") or {}), **(config.get("Labels") or {})}
+    return out
+
+
+def _lookup(root: str, file: str, name: str, what: str) -> int:
+    """The number of user/group *name* in the container's /etc/passwd or /etc/group."""
+    if name.isdigit():
+        return int(name)
+    try:
+        with open(os.path.join(root, "etc", file)) as f:
+            for line in f:
+                fields = line.split(":")
+                if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
+                    return int(fields[2])
+    except OSError:
+        pass
+    raise BadInput(
+        f"unable to find {what} {name}: no matching entries in /etc/{file} of the image."
+    )
+
+
+def user(root: str, text: str) -> User:
+    """ "uid", "name", "uid:gid", "name:group" -> User, names read from the image's files."""
+    if not text:
+        return User(0, 0)
+    name, _, group = text.partition(":")
+    uid = _lookup(root, "passwd", name, "user")
+    if group:
+        gid = _lookup(root, "group", group, "group")
+    else:
+        gid = 0
+        if not name.isdigit():
+            with open(os.path.join(root, "etc", "passwd")) as f:
+                for line in f:
+                    fields = line.split(":")
+                    if fields[0] == name and len(fields) > 3 and fields[3].isdigit():
+                        gid = int(fields[3])
+    return User(uid, gid)
+
+
+def command(config: dict) -> list[str]:
+    """Entrypoint + Cmd, as Docker joins them."""
+    return list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+
+
+def to_spec(
+    config: dict,
+    host_config: dict,
+    root: str,
+    *,
+    hostname: str,
+    netns: str | None = None,
+) -> Spec:
+    """An OCI spec for the container: *config* already merged with the image's (merged_config)."""
+    args = command(config)
+    if not args:
+        raise BadInput("no command given and the image has none: add a command after the image.")
+    privileged = bool(host_config.get("Privileged"))
+    caps = capability_set(host_config)
+    from .spec import Capabilities
+
+    process = Process(
+        args,
+        env=list(config["Env"]),
+        cwd=config.get("WorkingDir") or "/",
+        user=user(root, config.get("User") or ""),
+        terminal=bool(config.get("Tty")),
+        capabilities=Capabilities(caps, caps, [], caps, []),
+    )
+    namespaces = [Namespace(k) for k in ("pid", "ipc", "uts", "mount")]
+    namespaces.append(Namespace("network", f"/run/netns/{netns}" if netns else None))
+    linux = Linux(namespaces=namespaces, resources=resources(host_config))
+    spec = Spec(
+        process,
+        root=Root(root, readonly=bool(host_config.get("ReadonlyRootfs"))),
+        hostname=config.get("Hostname") or hostname,
+        linux=linux,
+    )
+    spec.mounts += binds(host_config)
+    if privileged:
+        linux.masked_paths, linux.readonly_paths, linux.seccomp = [], [], None
+        for m in spec.mounts:
+            if m.destination in ("/sys", "/sys/fs/cgroup"):
+                m.options = [o for o in m.options if o != "ro"]
+    return spec

@@ -1,0 +1,479 @@
+"""A container's monitor: the small process that owns one running container (like conmon).
+
+``manager.start`` runs this file; it forks once more and the first half exits, so the monitor
+is nobody's child and lives on when the process that started it dies. Then it:
+
+1. asks the kernel to make it a *child subreaper* (PR_SET_CHILD_SUBREAPER): the container's
+   PID 1, whose own parent (the runtime's init) exits, is reparented to the monitor, which can
+   therefore wait for it and learn its exit status, as a shell learns its children's;
+2. sets the container up: its network namespace plugged into the lab bridge, published ports,
+   stdio as pipes (or a pseudo-terminal with -t), then ``lifecycle.create`` and ``start``;
+3. tells the starter "running" on the status pipe, and from then on copies the container's
+   output into the log file (``logs.py``), its stdin from clients of ``monitor.sock``;
+4. when PID 1 exits: drains the output, reads the OOM killer's count from the cgroup, removes
+   the runtime container and the network, records ExitCode, FinishedAt and OOMKilled, reports
+   the exit on the status pipe, and (with AutoRemove) removes the container entirely.
+
+``monitor.py exec DIR EXEC_ID FD`` does the same for one ``exec``'d process: it joins the
+container's namespaces and cgroup, and the monitor waits for it and records its exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run as a script: make the package importable from the tree this file is in.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import contextlib
+import errno
+import fcntl
+import json
+import select
+import signal
+import socket
+import struct
+import termios
+import time
+from pathlib import Path
+
+from labkit import sys as ksys
+from labkit.container import dockerconfig, lifecycle, manager
+from labkit.container.logs import Writer, now
+from labkit.errors import LabkitError
+
+
+def _report(fd: int | None, message: dict) -> None:
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _become_monitor() -> None:
+    """Fork away from the starter, and be the subreaper of what we start."""
+    if os.fork():
+        os._exit(0)
+    ksys.prctl(ksys.PR_SET_CHILD_SUBREAPER, 1)
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _exit_code(status: int) -> int:
+    """A wait status as Docker reports it: the exit code, or 128 + the signal's number."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _start_error(c: manager.Container, e: Exception) -> dict:
+    """An error for the starter, with Docker's exit code: 127 not found, 126 cannot execute."""
+    step = getattr(e, "step", None)
+    code = 125
+    if step == "find_executable":
+        from labkit.container.steps import in_root
+
+        name = dockerconfig.command(c.config)[0]
+        root = c.record["GraphDriver"]["MergedDir"]
+        code = 126 if "/" in name and os.path.lexists(in_root(root, name)) else 127
+        if code == 126:
+            return {"error": f'exec: "{name}": permission denied', "step": step, "exit_code": code}
+    elif step in ("change_directory", "switch_user"):
+        code = 126
+    return {"error": str(e), "step": step, "exit_code": code}
+
+
+# --- the network ----------------------------------------------------------------------------------
+
+
+def set_up_network(c: manager.Container) -> dict:
+    """A network namespace on the lab bridge with published ports, as Docker's bridge driver."""
+    from labkit import network
+
+    mode = c.host_config.get("NetworkMode") or "none"
+    if mode == "none":
+        return {}
+    br = manager.bridge()
+    with manager.records_lock():  # one at a time: each takes the next free address and port
+        manager.check_ports_free(c.host_config)
+        network.netns_add(c.netns)
+        endpoint = network.connect(br, c.netns)
+        for host_port, port, proto in dockerconfig.port_bindings(c.host_config):
+            network.publish(br, host_port, str(endpoint.address.ip), port, proto)
+    return {
+        "SandboxKey": network.netns_path(c.netns),
+        "IPAddress": str(endpoint.address.ip),
+        "IPPrefixLen": endpoint.address.network.prefixlen,
+        "Gateway": str(br.gateway),
+        "Bridge": br.ifname,
+    }
+
+
+# --- the container --------------------------------------------------------------------------------
+
+
+class Streams:
+    """The container's stdio on our side: output to the log, input from clients."""
+
+    def __init__(self, c: manager.Container):
+        self.tty = bool(c.config.get("Tty"))
+        self.stdin_once = bool(c.config.get("StdinOnce"))
+        self.open_stdin = bool(c.config.get("OpenStdin"))
+        self.log = Writer(c.log_path)
+        self.outputs: dict[int, str] = {}  # our read ends -> stream name
+        self.stdin_w: int | None = None  # where input goes: a pipe, or the pty's master
+        self.master: int | None = None
+        self.child_fds: dict[str, int | None] = {}
+        self.console: socket.socket | None = None
+        if self.tty:
+            self.console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self.console_path = c.dir / "console.sock"
+            # The path through an open handle on the directory: AF_UNIX paths are short.
+            self.dir_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.console_short = f"/proc/self/fd/{self.dir_fd}/console.sock"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.console_path)
+            self.console.bind(self.console_short)
+            self.console.listen(1)
+            return
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.outputs = {out_r: "stdout", err_r: "stderr"}
+        stdin = None
+        if self.open_stdin:
+            stdin, self.stdin_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(self.stdin_w, False)
+        self.child_fds = {"stdin": stdin, "stdout": out_w, "stderr": err_w}
+
+    def after_create(self) -> None:
+        """Close the container's ends of the pipes (its process has them), or get the pty."""
+        for fd in self.child_fds.values():
+            if fd is not None:
+                os.close(fd)
+        if self.console is not None:
+            conn, _ = self.console.accept()
+            with conn:
+                _msg, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
+            self.console.close()
+            os.unlink(self.console_path)
+            os.close(self.dir_fd)
+            self.master = fds[0]
+            os.set_blocking(self.master, False)
+            self.outputs = {self.master: "stdout"}
+            self.stdin_w = self.master if self.open_stdin else None
+
+    def create_options(self) -> dict:
+        if self.tty:
+            return {"console_socket": self.console_short}
+        null = subprocess_devnull()
+        return {
+            "stdin": self.child_fds["stdin"] if self.child_fds["stdin"] is not None else null,
+            "stdout": self.child_fds["stdout"],
+            "stderr": self.child_fds["stderr"],
+        }
+
+
+def subprocess_devnull() -> int:
+    import subprocess
+
+    return subprocess.DEVNULL
+
+
+def run_container(record_dir: str, status_fd: int) -> None:
+    c = manager.load_record(Path(record_dir))
+    _become_monitor()
+    streams = None
+    try:
+        state = {"Status": "created", "MonitorPid": os.getpid()}
+        state["MonitorStart"] = manager.proc_start_time(os.getpid())
+        manager.write_json(c.dir / "state.json", state)  # cleanup finds us from here on
+        net = set_up_network(c)
+        spec = dockerconfig.to_spec(
+            c.config,
+            c.host_config,
+            c.record["GraphDriver"]["MergedDir"],
+            hostname=c.short_id,
+            netns=c.netns if net else None,
+        )
+        streams = Streams(c)
+        listener = _listen(c)
+        with contextlib.suppress(lifecycle.NotFound):
+            lifecycle.remove(lifecycle.get(c.runtime_id))  # left by a monitor that was killed
+        rc = lifecycle.create(c.runtime_id, c.dir, spec=spec, **streams.create_options())
+        streams.after_create()
+        lifecycle.start(c.runtime_id)
+    except BaseException as e:  # noqa: BLE001  any failure goes back to the starter, named
+        if streams is not None:
+            streams.log.close()
+        manager.release_network(c)
+        with contextlib.suppress(OSError):
+            os.unlink(c.dir / "state.json")
+        _report(status_fd, _start_error(c, e) if isinstance(e, Exception) else {"error": "killed"})
+        os._exit(1)
+    state.update(
+        Status="running",
+        Running=True,
+        Pid=rc.pid,
+        PidStart=manager.proc_start_time(rc.pid),
+        StartedAt=now(),
+        NetworkSettings=net,
+    )
+    manager.write_json(c.dir / "state.json", state)
+    _report(status_fd, {"running": rc.pid})
+    try:
+        status = serve(c, rc, streams, listener)
+    except Exception:  # noqa: BLE001  a broken monitor must not leave the container unwatched
+        import traceback
+
+        traceback.print_exc()  # to monitor.err
+        lifecycle.kill_process(rc.pid)
+        _, status = os.waitpid(rc.pid, 0)
+    finish(c, rc, state, status, status_fd)
+
+
+def _listen(c: manager.Container) -> socket.socket:
+    """monitor.sock: where clients send input for the container's stdin, or a new pty size."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(c.socket_path)
+    with manager.short_path(c.socket_path) as path:
+        listener.bind(path)
+    listener.listen(16)
+    return listener
+
+
+def serve(c: manager.Container, rc, streams: Streams, listener: socket.socket) -> int:
+    """Copy output to the log and clients' input to stdin until PID 1 exits; its wait status."""
+    pidfd = os.pidfd_open(rc.pid)
+    clients: dict[socket.socket, bytes] = {}  # connection -> the start of its request line
+    feeders: set[socket.socket] = set()  # connections whose bytes go to stdin
+    pending = b""  # input the container has not taken yet
+    status = None
+    drain_until = None
+    while True:
+        readers = [*streams.outputs, listener, *clients, *feeders]
+        if status is None:
+            readers.append(pidfd)
+        writers = [streams.stdin_w] if pending and streams.stdin_w is not None else []
+        timeout = None if drain_until is None else max(0.0, drain_until - time.monotonic())
+        ready_r, ready_w, _ = select.select(readers, writers, [], timeout)
+        if status is not None and (not streams.outputs or time.monotonic() >= drain_until):
+            break
+        for fd in ready_r:
+            if fd is pidfd:
+                _, wait_status = os.waitpid(rc.pid, 0)
+                status = wait_status
+                os.close(pidfd)
+                drain_until = time.monotonic() + 2.0  # what is still in the pipes
+            elif fd is listener:
+                conn, _ = listener.accept()
+                conn.setblocking(False)
+                clients[conn] = b""
+            elif fd in clients:
+                _request(fd, clients, feeders, streams, pending)
+            elif fd in feeders:
+                data = _recv(fd)
+                if data is None:
+                    continue
+                if data:
+                    pending += data
+                else:
+                    feeders.discard(fd)
+                    fd.close()
+                    last = streams.stdin_once and not feeders and not streams.tty
+                    if last and streams.stdin_w is not None:
+                        _close_stdin(streams, pending)
+                        pending = b""
+            else:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError as e:
+                    if e.errno == errno.EAGAIN:
+                        continue
+                    data = b""  # EIO: the pty's last slave closed
+                if data:
+                    streams.log.write(streams.outputs[fd], data)
+                else:
+                    del streams.outputs[fd]
+                    if fd != streams.master:
+                        os.close(fd)
+        if ready_w and pending:
+            try:
+                sent = os.write(streams.stdin_w, pending)
+                pending = pending[sent:]
+            except BlockingIOError:
+                pass
+            except OSError:
+                pending = b""  # the container closed its stdin
+        if status is not None and not streams.outputs:
+            break
+    for conn in [*clients, *feeders]:
+        conn.close()
+    listener.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(c.socket_path)
+    streams.log.close()
+    return status
+
+
+def _recv(sock: socket.socket) -> bytes | None:
+    """What a client sent (b"" at its end of file; None: nothing yet)."""
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+def _close_stdin(streams: Streams, pending: bytes) -> None:
+    """StdinOnce: the last writer has gone, so the container's stdin ends (after what is left)."""
+    if pending:
+        os.set_blocking(streams.stdin_w, True)
+        with contextlib.suppress(OSError):
+            os.write(streams.stdin_w, pending)
+    os.close(streams.stdin_w)
+    streams.stdin_w = None
+
+
+def _request(conn, clients, feeders, streams: Streams, pending) -> None:
+    """A client's first line: {"op": "stdin"} (what follows is input) or {"op": "resize"}."""
+    try:
+        chunk = conn.recv(4096)
+    except BlockingIOError:
+        return
+    except OSError:
+        chunk = b""
+    buffer = clients[conn] + chunk
+    if not chunk or b"\n" not in buffer:
+        if not chunk:
+            del clients[conn]
+            conn.close()
+        else:
+            clients[conn] = buffer
+        return
+    line, rest = buffer.split(b"\n", 1)
+    del clients[conn]
+    try:
+        request = json.loads(line)
+    except ValueError:
+        request = {}
+    if request.get("op") == "stdin" and streams.stdin_w is not None:
+        feeders.add(conn)
+        if rest:
+            try:
+                os.write(streams.stdin_w, rest)
+            except OSError:
+                pass
+        return
+    if request.get("op") == "resize" and streams.master is not None:
+        size = struct.pack("HHHH", int(request["height"]), int(request["width"]), 0, 0)
+        fcntl.ioctl(streams.master, termios.TIOCSWINSZ, size)
+        with contextlib.suppress(OSError):
+            conn.setblocking(True)
+            conn.sendall(b"ok\n")
+    conn.close()
+
+
+def finish(c: manager.Container, rc, state: dict, status: int, status_fd: int) -> None:
+    """Record the exit, take the runtime container and network down, report, maybe remove."""
+    oom = False
+    with contextlib.suppress(LabkitError, OSError, AttributeError):
+        oom = rc.cgroup.stats().oom_kills > 0
+    with contextlib.suppress(LabkitError, OSError):
+        lifecycle.remove(lifecycle.get(c.runtime_id))
+    manager.release_network(c)
+    code = _exit_code(status)
+    state.update(
+        Status="exited",
+        Running=False,
+        Pid=0,
+        ExitCode=code,
+        OOMKilled=oom,
+        FinishedAt=now(),
+        MonitorPid=None,
+    )
+    manager.write_json(c.dir / "state.json", state)
+    _report(status_fd, {"exited": code, "oom": oom})
+    if c.host_config.get("AutoRemove"):
+        manager.write_tombstone(c, state)
+        manager.remove_record(c)
+
+
+# --- exec -----------------------------------------------------------------------------------------
+
+
+def exec_spec(c: manager.Container, rc: lifecycle.Container, record: dict):
+    """The container's process settings, for a process that joins its namespaces by path."""
+    from labkit.container.spec import Namespace
+
+    config = dict(c.config)
+    pc = record["ProcessConfig"]
+    config["Entrypoint"], config["Cmd"] = [pc["entrypoint"]], pc["arguments"]
+    env = dict(e.partition("=")[::2] for e in config.get("Env") or [])
+    env.update(dict(e.partition("=")[::2] for e in record.get("Env") or []))
+    config["Env"] = [f"{k}={v}" for k, v in env.items()]
+    config["User"] = pc.get("user") or config.get("User") or ""
+    config["WorkingDir"] = record.get("WorkingDir") or config.get("WorkingDir") or ""
+    config["Tty"] = False  # the caller's fds are the process's stdio
+    host_config = dict(c.host_config, Binds=[])
+    if pc.get("privileged"):
+        host_config["Privileged"] = True
+    # Users and groups by name come from the container's /etc, seen through its root.
+    spec = dockerconfig.to_spec(config, host_config, f"/proc/{rc.pid}/root", hostname="")
+    spec.root.path = "/"  # unused: the process enters the container's mount namespace
+    spec.hostname = None
+    spec.mounts = []
+    spec.linux.resources = None
+    spec.linux.masked_paths, spec.linux.readonly_paths = [], []
+    kinds = {"pid": "pid", "ipc": "ipc", "uts": "uts", "mount": "mnt", "network": "net"}
+    spec.linux.namespaces = [Namespace(t, f"/proc/{rc.pid}/ns/{k}") for t, k in kinds.items()]
+    return spec
+
+
+def run_exec(record_dir: str, exec_id: str, status_fd: int) -> None:
+    c = manager.load_record(Path(record_dir))
+    path = c.dir / "execs" / f"{exec_id}.json"
+    record = json.loads(path.read_text())
+    _become_monitor()
+    try:
+        rc = lifecycle.get(c.runtime_id)
+        pid = lifecycle.exec_in(rc, exec_spec(c, rc, record), path.with_suffix(""))
+    except BaseException as e:  # noqa: BLE001
+        step = getattr(e, "step", None)
+        code = 127 if step == "find_executable" else 126
+        _report(status_fd, {"error": str(e), "step": step, "exit_code": code})
+        record.update(ExitCode=code)
+        manager.write_json(path, record)
+        os._exit(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)  # the caller sees end of file when the process (not we) is done
+    record.update(
+        Running=True,
+        Pid=pid,
+        MonitorPid=os.getpid(),
+        MonitorStart=manager.proc_start_time(os.getpid()),
+    )
+    manager.write_json(path, record)
+    _report(status_fd, {"running": pid})
+    os.close(status_fd)
+    _, status = os.waitpid(pid, 0)
+    record.update(Running=False, ExitCode=_exit_code(status), Pid=pid)
+    with contextlib.suppress(OSError):
+        manager.write_json(path, record)
+
+
+def main(argv: list[str]) -> None:
+    mode = argv[0]
+    if mode == "container":
+        run_container(argv[1], int(argv[2]))
+    elif mode == "exec":
+        run_exec(argv[1], argv[2], int(argv[3]))
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

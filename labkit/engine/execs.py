@@ -1,0 +1,208 @@
+"""The exec endpoints: a second process in a running container, as ``docker exec`` asks.
+
+``POST /containers/{id}/exec`` records what to run; ``POST /exec/{id}/start`` hijacks the
+connection, *then* starts the process (docker-py loses bytes that arrive with the 101), with its
+stdio on pipes (stdout and stderr framed apart) or on a pty (one raw stream, resizable);
+``GET /exec/{id}/json`` gives the exit code the CLI exits with.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from ..container import manager
+from ..errors import LabkitError
+from . import streams
+from .api import Reply, route
+from .errors import BadRequest, Conflict
+
+# What each exec was created to attach, and the pty of a running tty exec (for resize).
+_attach: dict[str, dict] = {}
+_ptys: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def _cmd(body: dict) -> list[str]:
+    cmd = body.get("Cmd")
+    if isinstance(cmd, str):
+        cmd = [cmd]
+    if not cmd or not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
+        raise BadRequest("exec needs Cmd, a non-empty list of strings (e.g. [\"ls\", \"/\"]).")
+    return cmd
+
+
+@route("POST", "/containers/{id}/exec")
+def create(request, id: str) -> Reply:
+    body = request.json(required=True)
+    env = body.get("Env") or None
+    if env is not None and not (isinstance(env, list) and all(isinstance(e, str) for e in env)):
+        raise BadRequest("exec's Env must be a list of NAME=VALUE strings.")
+    exec_id = manager.exec_create(
+        id, _cmd(body), env=env, user=body.get("User") or None,
+        workdir=body.get("WorkingDir") or None, tty=bool(body.get("Tty")),
+        privileged=bool(body.get("Privileged")), stdin=bool(body.get("AttachStdin")),
+    )
+    with _lock:
+        _attach[exec_id] = {
+            "stdin": bool(body.get("AttachStdin")),
+            "stdout": bool(body.get("AttachStdout", True)),
+            "stderr": bool(body.get("AttachStderr", True)),
+            "tty": bool(body.get("Tty")),
+        }
+    return Reply(201, {"Id": exec_id})
+
+
+def _options(exec_id: str) -> dict:
+    with _lock:
+        found = _attach.get(exec_id)
+    if found is None:
+        info = manager.exec_inspect(exec_id)  # NotFound if there is no such exec
+        config = info.get("ProcessConfig") or {}
+        found = {"stdin": bool(info.get("OpenStdin")), "stdout": True, "stderr": True,
+                 "tty": bool(config.get("tty"))}
+    return found
+
+
+@route("POST", "/exec/{id}/start")
+def start(request, id: str) -> Reply | None:
+    body = request.json()
+    options = _options(id)
+    state = manager.exec_inspect(id)
+    if state.get("Running") or state.get("Pid"):
+        raise Conflict(f"exec {id[:12]} has been started already: create another.")
+    if body.get("Detach"):
+        manager.exec_start(id)
+        return Reply(200)
+    if bool(body.get("Tty", options["tty"])):
+        # The pty exists before the 101, so a resize sent right after it finds it.
+        master, slave = _pty_for(state.get("ContainerID", ""))
+        with _lock:
+            _ptys[id] = master
+        try:
+            conn = request.hijack(streams.RAW)
+            _run_on_pty(conn, id, options, master, slave)
+        finally:
+            with _lock:
+                _ptys.pop(id, None)
+            os.close(master)
+    else:
+        conn = request.hijack(streams.MULTIPLEXED)
+        _run_on_pipes(conn, id, options)
+    conn.close_write()
+    return None
+
+
+def _start(conn, exec_id: str, stdin, stdout, stderr, tty: bool) -> bool:
+    """Start the process; if it cannot run, say why in the stream, as dockerd does (the 101
+    went out already, so no status can)."""
+    try:
+        manager.exec_start(exec_id, stdin=stdin, stdout=stdout, stderr=stderr)
+    except manager.StartError as e:
+        message = (str(e) + "\r\n").encode()
+        try:
+            conn.send(message if tty else streams.frame("stdout", message))
+        except streams.ClientGone:
+            pass
+        try:  # the exit code (126, 127) is what the CLI exits with
+            manager.exec_wait(exec_id, timeout=5)
+        except (TimeoutError, manager.NotFound):
+            pass
+        return False
+    return True
+
+
+def _stdin_pipe(conn, options) -> int | None:
+    """The read end of a pipe fed from the client, or None (stdin is /dev/null then)."""
+    if not options["stdin"]:
+        streams.drain_input(conn)
+        return None
+    read_end, write_end = os.pipe()
+
+    def write(data: bytes) -> None:
+        os.write(write_end, data)
+
+    streams.pump_stdin(conn, write, lambda: os.close(write_end))
+    return read_end
+
+
+def _run_on_pipes(conn, exec_id: str, options) -> None:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    stdin = _stdin_pipe(conn, options)
+    try:
+        started = _start(conn, exec_id, stdin, out_w, err_w, tty=False)
+    finally:
+        for fd in (out_w, err_w, stdin):
+            if fd is not None:
+                os.close(fd)  # the process holds its own copies now
+    if not started:
+        os.close(out_r)
+        os.close(err_r)
+        return
+    # Two readers, one writer: frames from each pipe go out whole, in the order they come.
+    lock = threading.Lock()
+    gone = threading.Event()
+
+    def copy(fd: int, name: str) -> None:
+        for entry in streams.read_fd(fd, name):
+            if gone.is_set() or not options[name]:
+                continue
+            with lock:
+                try:
+                    conn.send(streams.frame(name, entry.data))
+                except streams.ClientGone:
+                    gone.set()
+        os.close(fd)
+
+    err_thread = threading.Thread(target=copy, args=(err_r, "stderr"), daemon=True)
+    err_thread.start()
+    copy(out_r, "stdout")
+    err_thread.join()
+    manager.exec_wait(exec_id)
+
+
+def _pty_for(container_id: str) -> tuple[int, int]:
+    """A pty in the container's own /dev/pts (else one of the host's, which works but which
+    the process cannot name: `tty` says "not a tty")."""
+    try:
+        return streams.open_pty(f"/proc/{manager.get(container_id).pid}/root")
+    except (OSError, LabkitError):
+        return os.openpty()
+
+
+def _run_on_pty(conn, exec_id: str, options, master: int, slave: int) -> None:
+    if options["stdin"]:
+        def write(data: bytes) -> None:
+            os.write(master, data)
+
+        streams.pump_stdin(conn, write, lambda: None)  # a tty's end of input is a keystroke (^D)
+    else:
+        streams.drain_input(conn)
+    try:
+        started = _start(conn, exec_id, slave, slave, slave, tty=True)
+    finally:
+        os.close(slave)  # the pty reads EIO at the end once the process's copies are closed
+    if not started:
+        return
+    streams.send_output(conn, streams.read_fd(master, "stdout"), tty=True)
+    manager.exec_wait(exec_id)
+
+
+@route("POST", "/exec/{id}/resize")
+def resize(request, id: str) -> Reply:
+    height = request.int_arg("h", 0, high=10000)
+    width = request.int_arg("w", 0, high=10000)
+    with _lock:
+        master = _ptys.get(id)
+    if master is None:
+        manager.exec_inspect(id)  # 404 for an unknown exec
+        raise Conflict(f"exec {id[:12]} has no running terminal to resize.")
+    streams.set_window(master, height, width)
+    return Reply(200)
+
+
+@route("GET", "/exec/{id}/json")
+def inspect(request, id: str) -> Reply:
+    return Reply(200, manager.exec_inspect(id))
+

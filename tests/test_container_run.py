@@ -1,0 +1,325 @@
+"""Docker's commands (labkit run, ps, exec, logs, stop, rm, inspect) against the real kernel.
+
+Each test gets its own state directory on /run (a tmpfs, which overlayfs takes as upper and
+lower everywhere) with the busybox image built offline in its store; the teardown runs
+``labkit cleanup`` and the autouse fixture checks that nothing labkit-named is left.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from labkit import cleanup, images, network, traffic
+from labkit.container import capabilities, lifecycle, manager
+
+from .conftest import dead, wait_until
+
+LABKIT = [sys.executable, "-m", "labkit.cli"]
+
+
+@pytest.fixture
+def store(monkeypatch):
+    """A private state directory on /run, with busybox:latest in its image store."""
+    path = Path(tempfile.mkdtemp(prefix="labkit-test-run-", dir="/run"))
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(path / "state"))
+    images.busybox_image("busybox:latest")
+    yield path / "state"
+    for err in (path / "state" / "managed").glob("*/monitor.err"):
+        print(f"{err}:\n{err.read_text()}")  # shown when the test fails
+    cleanup.cleanup()
+    shutil.rmtree(path)
+
+
+def labkit(*args: str, input=None, timeout: float = 60, text=True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*LABKIT, *args], input=input, capture_output=True, text=text, timeout=timeout, check=False
+    )
+
+
+def nothing_made() -> None:
+    """No record, runtime container, monitor, cgroup, network namespace or lab link is left."""
+    assert manager.list_containers(all=True) == []
+    assert lifecycle.list_containers() == []
+    assert manager._monitor_processes() == []
+    assert not [n for n in network.netns_list() if n.startswith("labkit-")]
+    from labkit import cgroups
+
+    assert not [x for x in cgroups.leftovers() if "ctr-" in x]
+
+
+def test_run_rm_shows_the_output_and_exits_as_the_command(store):
+    out = labkit("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
+    nothing_made()
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["nosuch:latest", "true"], 125, "no image 'nosuch:latest'"),
+        (["busybox", "nosuch"], 127, "executable file not found"),
+        (["busybox", "/etc/passwd"], 126, "permission denied"),
+    ],
+)
+def test_exit_codes_are_dockers(store, args, code, words):
+    out = labkit("run", "--rm", *args)
+    assert out.returncode == code, out.stderr
+    assert words in out.stderr and len(out.stderr.splitlines()) == 1
+    assert out.stdout == ""
+    nothing_made()
+
+
+def test_detached_then_ps_logs_follow_stop_rm(store):
+    loop = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"
+    out = labkit("run", "-d", "--name", "ticker", "busybox", "sh", "-c", loop)
+    assert out.returncode == 0 and len(out.stdout.strip()) == 64, out.stderr
+    cid = out.stdout.strip()
+    ps = labkit("ps").stdout.splitlines()
+    assert ps[0].split()[:2] == ["CONTAINER", "ID"]
+    assert ps[1].startswith(cid[:12]) and ps[1].endswith("ticker") and "Up " in ps[1]
+    assert wait_until(lambda: "tick 2" in labkit("logs", "ticker").stdout, 10)
+    follow = subprocess.Popen([*LABKIT, "logs", "-f", "ticker"], stdout=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        assert labkit("stop", "-t", "1", "ticker").stdout == "ticker\n"
+        assert time.monotonic() - t0 >= 1  # sh as PID 1 ignores SIGTERM: SIGKILL after 1 s
+        lines = follow.communicate(timeout=10)[0].splitlines()  # -f ends when it stops
+    finally:
+        follow.kill()
+        follow.wait()
+    assert lines[:3] == ["tick 0", "tick 1", "tick 2"]
+    (info,) = json.loads(labkit("inspect", "ticker").stdout)
+    assert info["Id"] == cid and info["Name"] == "/ticker"
+    assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 137
+    assert info["State"]["FinishedAt"] > info["State"]["StartedAt"]
+    assert labkit("ps").stdout.count("\n") == 1  # the header only
+    assert "Exited (137)" in labkit("ps", "-a").stdout
+    assert lifecycle.list_containers() == []  # the runtime's part is gone with the process
+    assert labkit("rm", cid[:8]).stdout == f"{cid[:8]}\n"
+    nothing_made()
+
+
+def test_rm_of_a_running_container_needs_force(store):
+    labkit("run", "-d", "--name", "busy", "busybox", "sleep", "60")
+    out = labkit("rm", "busy")
+    assert out.returncode == 1 and "stop it first" in out.stderr
+    assert labkit("rm", "-f", "busy").returncode == 0
+    nothing_made()
+
+
+def test_exec_joins_every_namespace_and_the_cgroup(store):
+    c = manager.start(manager.create({"Image": "busybox", "Cmd": ["sleep", "60"]}))
+    pid = c.pid
+    kinds = ("pid", "mnt", "net", "ipc", "uts")
+    probe = "; ".join(f"readlink /proc/self/ns/{k}" for k in kinds)
+    probe += "; grep -E ':memory:|:pids:' /proc/self/cgroup; grep CapEff /proc/self/status"
+    out = labkit("exec", c.name[1:], "sh", "-c", probe)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:5] == [os.readlink(f"/proc/{pid}/ns/{k}") for k in kinds]
+    assert lines[:5] != [os.readlink(f"/proc/self/ns/{k}") for k in kinds]
+    with open(f"/proc/{pid}/cgroup") as f:
+        theirs = [x for x in f.read().splitlines() if ":memory:" in x or ":pids:" in x]
+    assert lines[5:7] == theirs and "ctr-" in theirs[0]
+    eff = int(lines[7].split()[1], 16)
+    assert sorted(capabilities.names(eff)) == sorted(capabilities.DOCKER_DEFAULT)
+    assert labkit("exec", c.id, "sh", "-c", "exit 7").returncode == 7
+    assert [row[1] for row in manager.top(c)["Processes"]] == [str(pid)]
+    stats = manager.stats(c)
+    assert stats["pids_stats"]["current"] == 1 and stats["memory_stats"]["usage"] > 0
+    assert labkit("exec", c.id, "nosuch").returncode == 127
+    # A user by name, from the container's /etc/passwd; -w and -e for the process alone.
+    out = labkit("exec", "-u", "nobody", "-w", "/tmp", "-e", "X=1", c.id, "sh", "-c",
+                 'echo $(id -u) $(pwd) $X')  # fmt: skip
+    assert out.stdout == "65534 /tmp 1\n", out.stderr
+    manager.remove(c, force=True)
+    nothing_made()
+
+
+def test_a_read_only_volume_refuses_writes_and_a_rw_one_writes_through(store, tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    (src / "f").write_text("from the host\n")
+    out = labkit(
+        "run", "--rm", "-v", f"{src}:/data:ro", "busybox",
+        "sh", "-c", "cat /data/f; echo x > /data/g",
+    )  # fmt: skip
+    assert out.returncode == 1 and out.stdout == "from the host\n"
+    assert "Read-only file system" in out.stderr and not (src / "g").exists()
+    out = labkit("run", "--rm", "-v", f"{src}:/data", "busybox", "sh", "-c", "echo x > /data/g")
+    assert out.returncode == 0 and (src / "g").read_text() == "x\n"
+    nothing_made()
+
+
+def test_the_docker_options_reach_the_container(store):
+    probe = (
+        "hostname; id -u; id -g; pwd; echo $GREETING; touch /x 2>/dev/null || echo read-only; "
+        "grep CapEff /proc/self/status"
+    )
+    out = labkit(
+        "run", "--rm", "--hostname", "box", "-u", "1000:1000", "-w", "/work", "-e",
+        "GREETING=hi", "--read-only", "--cap-drop", "ALL", "--cap-add", "net_bind_service",
+        "busybox", "sh", "-c", probe,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:6] == ["box", "1000", "1000", "/work", "hi", "read-only"]
+    assert lines[6] == "CapEff:\t0000000000000000"  # a non-root user keeps no effective ones
+    out = labkit("run", "--rm", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE",
+                 "busybox", "grep", "CapBnd", "/proc/self/status")  # fmt: skip
+    assert int(out.stdout.split()[1], 16) == 1 << capabilities.NUMBERS["CAP_NET_BIND_SERVICE"]
+    nothing_made()
+
+
+def test_stdin_with_i_and_a_terminal_with_t(store):
+    out = labkit("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input="hello\n")
+    assert (out.returncode, out.stdout) == (0, "hello\ndone\n")
+    out = labkit("run", "--rm", "-t", "busybox", "sh", "-c", "tty; exit 4", text=False)
+    assert out.returncode == 4 and out.stdout.startswith(b"/dev/pts/")
+    assert out.stdout.endswith(b"\r\n")  # the terminal's line discipline turned \n into \r\n
+    nothing_made()
+
+
+def test_a_memory_limit_ends_in_an_oom_kill_that_is_recorded(store):
+    out = labkit("run", "--name", "hog", "--memory", "32m", "busybox", "sh", "-c",
+                 "tail /dev/zero")  # fmt: skip
+    assert out.returncode == 137, out.stderr
+    (info,) = json.loads(labkit("inspect", "hog").stdout)
+    assert info["State"]["OOMKilled"] is True and info["State"]["ExitCode"] == 137
+    assert info["HostConfig"]["Memory"] == 32 * 1024 * 1024
+    assert labkit("rm", "hog").returncode == 0
+    nothing_made()
+
+
+def test_a_published_port_is_reached_from_another_namespace(store):
+    web = "mkdir /www; echo hello from the container > /www/index.html; httpd -f -p 80 -h /www"
+    out = labkit("run", "-d", "--name", "web", "--network", "bridge", "-p", "18081:80",
+                 "busybox", "sh", "-c", web)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    c = manager.get("web")
+    settings = c.inspect()["NetworkSettings"]
+    assert settings["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18081"}]}
+    # A client namespace on a bridge of its own: it reaches the container only through the
+    # host's published port (DNAT), never directly.
+    client_bridge = network.bridge_add("lkclientbr")
+    network.netns_add("labkit-tclient")
+    network.connect(client_bridge, "labkit-tclient")
+    answer = b""
+    deadline = time.monotonic() + 10
+    while b"hello" not in answer and time.monotonic() < deadline:
+        with traffic.socket_in("labkit-tclient") as sock:
+            sock.settimeout(2)
+            try:
+                sock.connect((str(client_bridge.gateway), 18081))
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                answer = b"".join(iter(lambda: sock.recv(4096), b""))
+            except OSError:
+                time.sleep(0.1)  # httpd not listening yet
+    assert b"hello from the container" in answer
+    assert ipaddress.ip_address(settings["IPAddress"]) in network.bridge(manager.BRIDGE).subnet
+    manager.remove("web", force=True)
+    assert not [r for r in network.rules() if "18081" in r.comment]  # unpublished with it
+    network.netns_delete("labkit-tclient")
+    network.bridge_delete("lkclientbr")
+    network.bridge_delete(manager.BRIDGE)
+    nothing_made()
+
+
+def test_a_port_in_use_is_one_sentence_and_nothing_is_made(store):
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 18082))
+        holder.listen(1)
+        out = labkit("run", "--rm", "--network", "bridge", "-p", "18082:80", "busybox", "true")
+    assert out.returncode == 125 and len(out.stderr.splitlines()) == 1
+    assert "18082/tcp is already in use" in out.stderr
+    nothing_made()
+    assert not [r for r in network.rules() if "18082" in r.comment]
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--memory", "lots"], "is not a size"),
+        (["--cap-add", "NOSUCH"], "is not a capability"),
+        (["-v", "relative:/data"], "not an absolute path"),
+        (["-p", "80"], "HOST_PORT:CONTAINER_PORT"),
+        (["--network", "host"], "is not available"),
+        (["--cpus", "many"], "is not a number of CPUs"),
+        (["-u", "nobody-here"], "unable to find user"),
+        (["--bogus"], "unknown flag: --bogus"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_nothing_is_made(store, flags, words):
+    out = labkit("run", "--rm", *flags, "busybox", "true")
+    assert out.returncode == 125 and words in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
+    nothing_made()
+    from labkit import overlay
+
+    assert not [o for o in overlay.live_overlays() if str(store) in str(o.merged)]
+
+
+def test_the_creator_killed_the_container_is_still_managed(store):
+    code = (
+        "import time; from labkit.container import manager\n"
+        "c = manager.start(manager.create({'Image': 'busybox', 'Cmd': ['sleep', '60']},"
+        " name='orphan'))\n"
+        "print(c.pid, flush=True); time.sleep(60)\n"
+    )
+    creator = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(creator.stdout.readline())
+        creator.send_signal(signal.SIGKILL)
+        creator.wait(timeout=10)
+        creator.stdout.close()
+        assert not dead(pid) and manager.get("orphan").status == "running"
+        assert labkit("exec", "orphan", "true").returncode == 0
+        labkit("stop", "-t", "0", "orphan")
+        assert wait_until(lambda: manager.get("orphan").status == "exited", 10)
+        assert manager.get("orphan").state()["ExitCode"] == 137  # recorded by its monitor
+        assert dead(pid)
+    finally:
+        if creator.poll() is None:
+            creator.kill()
+            creator.wait()
+    # labkit cleanup removes a running one, monitor and all.
+    manager.start("orphan")
+    assert any("monitor" in x for x in cleanup.leftovers())
+    cleanup.cleanup()
+    nothing_made()
+    assert manager.records_dir().exists() is False
+
+
+def test_a_restart_keeps_the_containers_files_and_counts(store):
+    c = manager.create({"Image": "busybox", "Cmd": ["sh", "-c", "date >> /runs; cat /runs"]})
+    manager.wait(manager.start(c))
+    manager.restart(c)
+    assert manager.wait(c)["StatusCode"] == 0
+    out = [e.data for e in manager.logs(c)]
+    assert len(out) == 3  # one line, then two: the file in the writable layer survived
+    assert c.inspect()["RestartCount"] == 1
+    manager.remove(c)
+    nothing_made()
+
+
+def test_waiting_for_removal_gets_the_exit_code_of_an_auto_removed_container(store):
+    c = manager.create(
+        {"Image": "busybox", "Cmd": ["sh", "-c", "sleep 0.5; exit 9"]}, {"AutoRemove": True}
+    )
+    manager.start(c)  # its handle dropped: wait by id, as an engine's second request does
+    assert manager.wait(c.id, "removed", timeout=30) == {"StatusCode": 9, "Error": None}
+    with pytest.raises(manager.NotFound):
+        manager.get(c.id)
+    nothing_made()
