@@ -524,6 +524,21 @@ def plot_memory(run: MemoryRun, ax=None, label: str = "memory usage", title: str
     return ax
 
 
+def plot_memory_high(plain: MemoryRun, high: MemoryRun, mib: float = 36):
+    """Two runs of one allocator, without and with memory.high, on the same axes."""
+    ax = plot_memory(plain, label="without memory_high", title="")
+    plot_memory(high, ax, label=f"with memory_high {high.high / MiB:g} MiB")
+    alone, held = time_to_reach(plain, mib), time_to_reach(high, mib)
+    if held is None or (alone is not None and held > 1.5 * alone):
+        ax.set_title(f"memory.high slowed the group above {high.high / MiB:g} MiB; "
+                     "neither run was killed", fontsize=11)
+    else:  # v1's soft limit waits for the whole machine to run short
+        ax.set_title("The soft limit did not slow the group: the machine had memory to spare",
+                     fontsize=11)
+    _legend_outside(ax)
+    return ax
+
+
 def plot_cpu(run: CpuRun, ax=None):
     """CPUs used, averaged over each 5 quota periods, against the quota; throttled periods as
     bars on a second axis."""
@@ -603,7 +618,7 @@ def plot_pids(run: PidsRun, ax=None):
         twin = ax.twinx()
         twin.plot(s.t, s["pids_refused"], color="C1", linestyle="-.",
                   label="forks refused (pids.events max)")
-        twin.set_ylim(0, max(max(s["pids_refused"]), 1) * 1.3)
+        twin.set_ylim(0, max(max(s["pids_refused"]), 1) * 2.2)  # ends mid-height: not on the limit
         twin.set_ylabel("forks refused (so far)")
         _legend_outside(ax, twin)
     else:
