@@ -575,8 +575,8 @@ def plot_sweep(runs: list[CpuRun], ax=None):
     ax.set_ylim(0, max(asked) * 1.1)
     ax.set_xlabel("quota asked (CPUs)")
     ax.set_ylabel("CPUs got (mean)")
-    if all(r.share >= 0.8 * r.cpus for r in runs):
-        ax.set_title("The workers get what the quota asks, never more")
+    if all(r.share >= 0.8 * r.cpus for r in runs):  # the first period's quota comes extra
+        ax.set_title("The workers get about what the quota asks")
     else:  # a quota reserves nothing: other work on the machine may take the CPUs first
         ax.set_title("Never more than the quota; less where the machine was busy")
     _legend_outside(ax)
