@@ -102,7 +102,7 @@ class Backend:
             # Refuse before anything is made: it could never pass controllers on to labkit/.
             raise MissingFeature(no_internal_processes(base, self.hierarchy.placement))
         wanted = [c for c in CONTROLLERS if c in read(base / "cgroup.controllers").split()]
-        self._enable(base, wanted)
+        self.enable_controllers(base, wanted)
         for attempt in range(3):
             made_parent = False
             if not parent.is_dir():
@@ -112,7 +112,7 @@ class Backend:
                 except FileExistsError:
                     pass  # another shell made it meanwhile
             try:
-                self._enable(parent, wanted)
+                self.enable_controllers(parent, wanted)
                 files.make_dir(self.dir)
                 return
             except FileExistsError:
@@ -128,7 +128,7 @@ class Backend:
                     files.rmdir_if_empty(parent)
                 raise
 
-    def _enable(self, cgroup: Path, controllers: list[str]) -> None:
+    def enable_controllers(self, cgroup: Path, controllers: list[str]) -> None:
         """Write "+memory +cpu ..." to cgroup.subtree_control for those not enabled yet."""
         missing = [
             c for c in controllers if c not in read(cgroup / "cgroup.subtree_control").split()

@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cgroups import MAX, Cgroup
+from ..cgroups import MAX, Cgroup, detect
 from ..cgroups import v1 as v1_backend
 from ..cgroups import v2 as v2_backend
+from ..cgroups.base import make_dir
 from ..cgroups.sampler import FILES, Sampler, Series
 from ..cgroups.units import format_size, parse_limits, parse_size
 from ..errors import BadInput
+from ..state import PREFIX
 from .checks import Verdict, graded, not_done, verdict
 
 MiB = 1 << 20
@@ -96,6 +98,44 @@ def own_cgroup_path() -> str:
 
     own = own_cgroups(Path("/proc/self/cgroup").read_text())
     return own.get("memory", own.get(""))
+
+
+def raw_place(controller: str) -> Path:
+    """Where labkit puts its cgroups in *controller*'s hierarchy (the unified one on v2), ready
+    for a cgroup made by hand with ``mkdir``: the ``labkit/`` directory, made if missing.
+
+    On v2 a controller works in a child only if its parent lists it in
+    ``cgroup.subtree_control``, so the controllers are enabled down to ``labkit/`` first, as
+    ``Cgroup.create`` does. v1 needs nothing more than the directory.
+    """
+    layout = detect()
+    if layout.mode == "v2":
+        backend = v2_backend.Backend(f"{PREFIX}-raw", layout)
+        h = backend.hierarchy
+        wanted = [c for c in v2_backend.CONTROLLERS
+                  if c in (h.base_dir / "cgroup.controllers").read_text().split()]
+        backend.enable_controllers(h.base_dir, wanted)
+        if not h.parent.is_dir():
+            make_dir(h.parent)
+        backend.enable_controllers(h.parent, wanted)
+        return h.parent
+    h = layout.hierarchy(controller)
+    if h is None:
+        raise BadInput(f"this host has no {controller} hierarchy: see labkit doctor.")
+    h.parent.mkdir(exist_ok=True)
+    return h.parent
+
+
+def raw_files() -> dict[str, str]:
+    """This host's names for the files the lessons write and read by hand (v1 or v2)."""
+    if detect().mode == "v2":
+        return {"memory limit": "memory.max", "swap limit": "memory.swap.max",
+                "memory events": "memory.events", "memory high": "memory.high",
+                "cpu quota": "cpu.max", "cpu stat": "cpu.stat"}
+    return {"memory limit": "memory.limit_in_bytes",
+            "swap limit": "memory.memsw.limit_in_bytes",  # v1: memory and swap together
+            "memory events": "memory.oom_control", "memory high": "memory.soft_limit_in_bytes",
+            "cpu quota": "cpu.cfs_quota_us", "cpu stat": "cpu.stat"}
 
 
 # --- workloads --------------------------------------------------------------------------------
@@ -178,6 +218,7 @@ class MemoryRun:
     oom_kills: int  # the kernel's count for the group
     peak: int
     high: int | None = None
+    seconds: float = 0.0  # from the start until the allocator exited (or was stopped)
 
     def summary(self) -> str:
         return (f"limit {format_size(self.limit)}: OOM killed: {yes(self.oom_killed)}, "
@@ -206,11 +247,13 @@ def memory_experiment(limit="48M", total_mib: int = 96, memory_high=None,
     box = _fresh("mem", **limits)
     try:
         with Sampler(box, hz=50, groups=("memory",), max_seconds=seconds + 1) as sampler:
+            started = time.monotonic()
             proc = allocator(box, total_mib=total_mib, hold=0.3)
             try:
                 code = proc.wait(timeout=seconds)
             except subprocess.TimeoutExpired:
                 code = None
+            took = time.monotonic() - started
             time.sleep(0.05)  # one more sample after the end
         stats = box.stats()
     finally:
@@ -218,7 +261,15 @@ def memory_experiment(limit="48M", total_mib: int = 96, memory_high=None,
         _reap([proc])
     return MemoryRun(parse_size(limit), sampler.series, code == -9, stats.oom_kills,
                      stats.memory_peak or max(sampler.series["memory_peak"]),
-                     None if memory_high is None else parse_size(memory_high))
+                     None if memory_high is None else parse_size(memory_high), took)
+
+
+def time_to_reach(run: MemoryRun, mib: float) -> float | None:
+    """When the group's usage first reached *mib* MiB (s since the start), or None."""
+    for t, used in zip(run.series.t, run.series["memory_current"]):
+        if used >= mib * MiB:
+            return t
+    return None
 
 
 def swap_words() -> str:
@@ -250,6 +301,37 @@ class CpuRun:
     def figures(self) -> str:
         return f"got {self.share:.3f} CPUs of a {self.cpus:g} quota ({self.share / self.cpus:.1%})"
 
+    def windows(self, periods: int = 5) -> tuple[list[float], list[float], list[int]]:
+        """(window starts, CPUs used, periods throttled) over windows of *periods* quota periods.
+
+        A sample every 50 ms cuts 100 ms periods in halves, some all run and some all waiting,
+        so the CPUs used between two samples swing around the quota; over whole periods they
+        do not.
+        """
+        s, width = self.series, periods * PERIOD_S
+        starts, cpus, throttled = [], [], []
+        i = 0
+        while True:
+            j = next((k for k in range(i, len(s.t)) if s.t[k] >= s.t[i] + width - 0.01), None)
+            if j is None:
+                return starts, cpus, throttled
+            starts.append(s.t[i])
+            cpus.append((s["cpu_usage_us"][j] - s["cpu_usage_us"][i]) / 1e6 / (s.t[j] - s.t[i]))
+            throttled.append(s["cpu_throttled"][j] - s["cpu_throttled"][i])
+            i = j
+
+    def waited_words(self) -> str:
+        """The throttled time, and why it can exceed the run: it is summed over the CPUs."""
+        waited = self.series["cpu_throttled_us"][-1] / 1e6
+        seconds = self.series.t[-1] - self.series.t[0]
+        cpus = min(self.workers, os.cpu_count() or 1)
+        return (f"throttled in {self.throttled} periods, waiting {waited:.2f} s in all: the "
+                f"wait of each of {cpus} CPU(s) added up, of {cpus * seconds:.2f} CPU-seconds "
+                f"in the {seconds:.2f} s run")
+
+
+PERIOD_S = 0.1  # the CFS period labkit writes (100 ms)
+
 
 def cpu_experiment(cpus=0.5, workers: int = 2, seconds: float = 1.5) -> CpuRun:
     """Busy *workers* under a quota of *cpus* for *seconds*; the share they got, from cpu usage."""
@@ -266,6 +348,18 @@ def cpu_experiment(cpus=0.5, workers: int = 2, seconds: float = 1.5) -> CpuRun:
     used = series["cpu_usage_us"][-1] - series["cpu_usage_us"][0]
     share = used / 1e6 / (series.t[-1] - series.t[0])
     return CpuRun(float(cpus), workers, series, share, series["cpu_throttled"][-1])
+
+
+def cpu_sweep(quotas=(0.2, 0.4, 0.6, 0.8, 1.0), workers: int = 2,
+              seconds: float = 1.0) -> list[CpuRun]:
+    """One cpu_experiment per quota: what the workers got, across the slider's range."""
+    return [cpu_experiment(q, workers, seconds) for q in quotas]
+
+
+def sweep_summary(runs: list[CpuRun]) -> str:
+    held = all(r.share <= r.cpus * 1.1 + 0.02 for r in runs)
+    return (f"{len(runs)} quotas from {runs[0].cpus:g} to {runs[-1].cpus:g} CPUs: "
+            f"every run held to its quota: {yes(held)}")
 
 
 @dataclass
@@ -333,7 +427,8 @@ def pids_experiment(pids=20, generations: int = 7, seconds: float = 1.5) -> Pids
     box = _fresh("pids", pids=pids)
     proc = None
     try:
-        with Sampler(box, hz=20, groups=("pids",), max_seconds=seconds + 10) as sampler:
+        # 100 Hz: the bomb reaches its limit within some 50 ms, and the rise should show
+        with Sampler(box, hz=100, groups=("pids",), max_seconds=seconds + 10) as sampler:
             proc = fork_bomb(box, generations, seconds)
             proc.wait(timeout=seconds + 10)
         stats = box.stats()
@@ -355,40 +450,110 @@ def frozen_progress(cgroup: Cgroup, seconds: float = 0.3) -> float:
 # --- plots ------------------------------------------------------------------------------------
 
 
-def _axes(ax):
+def _axes(ax, size=(7.5, 3.6)):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _fig, ax = plt.subplots(figsize=(7, 3))
+        _fig, ax = plt.subplots(figsize=size, layout="constrained")
     return ax
 
 
-def plot_memory(run: MemoryRun, ax=None):
-    """Memory charged to the group over time, against its limit; the OOM kill marked."""
+def _legend_outside(*axes):
+    """One legend for *axes* (a twin pair shares it), below the plot: clear of the data."""
+    handles, labels = [], []
+    for ax in axes:
+        more_handles, more_labels = ax.get_legend_handles_labels()
+        handles += more_handles
+        labels += more_labels
+    axes[0].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                   ncol=min(3, len(labels)), fontsize=9, frameon=False)
+
+
+def plot_memory(run: MemoryRun, ax=None, label: str = "memory usage", title: str | None = None):
+    """Memory charged to the group over time (MiB), against its limit; the OOM kill marked.
+
+    Give *ax* again to draw a second run on the same axes (its limit lines are not repeated).
+    """
+    fresh = ax is None
     ax = _axes(ax)
     s = run.series
-    ax.plot(s.t, [v / MiB for v in s["memory_current"]], label="memory usage")
-    ax.axhline(run.limit / MiB, color="red", linestyle="--", label="memory limit")
+    ax.plot(s.t, [v / MiB for v in s["memory_current"]], label=label)
+    if fresh:
+        ax.axhline(run.limit / MiB, color="red", linestyle="--",
+                   label=f"hard limit ({run.limit / MiB:g} MiB)")
     if run.high is not None:
-        ax.axhline(run.high / MiB, color="orange", linestyle=":", label="memory_high")
+        ax.axhline(run.high / MiB, color="orange", linestyle=":",
+                   label=f"memory.high ({run.high / MiB:g} MiB)")
     if run.oom_at is not None:
-        ax.axvline(run.oom_at, color="black", linestyle=":", label="OOM kill")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("MiB")
-    ax.legend(loc="upper left")
+        ax.axvline(run.oom_at, color="black", linestyle=":", label="OOM kill counted")
+    ax.set_ylim(0, run.limit / MiB * 1.15)
+    ax.set_xlabel("time since the start (s)")
+    ax.set_ylabel("memory charged (MiB)")
+    if title is None:
+        title = (f"OOM-killed at the {run.limit / MiB:g} MiB limit: usage never passed it"
+                 if run.oom_killed else
+                 f"Peak {run.peak / MiB:.0f} MiB, within the {run.limit / MiB:g} MiB limit")
+    ax.set_title(title)
+    _legend_outside(ax)
+    return ax
+
+
+def plot_memory_high(plain: MemoryRun, high: MemoryRun, mib: float = 36):
+    """Two runs of one allocator, without and with memory.high, on the same axes."""
+    ax = plot_memory(plain, label="without memory_high", title="")
+    plot_memory(high, ax, label=f"with memory_high {high.high / MiB:g} MiB")
+    alone, held = time_to_reach(plain, mib), time_to_reach(high, mib)
+    if held is None or (alone is not None and held > 1.5 * alone):
+        ax.set_title(f"memory.high slowed the group above {high.high / MiB:g} MiB; "
+                     "neither run was killed", fontsize=11)
+    else:  # v1's soft limit waits for the whole machine to run short
+        ax.set_title("The soft limit did not slow the group: the machine had memory to spare",
+                     fontsize=11)
+    _legend_outside(ax)
     return ax
 
 
 def plot_cpu(run: CpuRun, ax=None):
-    """The CPUs the workers got in each sampling interval, against the quota."""
+    """CPUs used, averaged over each 5 quota periods, against the quota; throttled periods as
+    bars on a second axis."""
     ax = _axes(ax)
-    mids, cpus = run.series.rate("cpu_usage_us", 1e6)
-    ax.plot(mids, cpus, label=f"CPUs used ({run.workers} workers)")
-    ax.axhline(run.cpus, color="red", linestyle="--", label="quota")
-    ax.set_ylim(0, max(1.0, run.workers) * 1.1)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("CPUs")
-    ax.legend(loc="upper right")
+    starts, cpus, throttled = run.windows()
+    width = 5 * PERIOD_S
+    twin = ax.twinx()
+    twin.bar(starts, throttled, width=width * 0.9, align="edge", color="grey", alpha=0.3,
+             label="periods throttled (of 5)")
+    twin.set_ylim(0, 5 * 2.5)  # the bars in the lower part, under the CPU line
+    twin.set_ylabel("throttled periods")
+    ends = [t + width for t in starts]
+    ax.step([starts[0], *ends] if starts else [], [cpus[0], *cpus] if cpus else [],
+            where="pre", linewidth=2, label=f"CPUs used, {run.workers} workers (5-period mean)")
+    ax.axhline(run.cpus, color="red", linestyle="--", label=f"quota {run.cpus:g} CPUs")
+    ax.set_zorder(twin.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_ylim(0, max([run.cpus, *cpus]) * 1.6)
+    ax.set_xlabel("time since the start (s)")
+    ax.set_ylabel("CPUs used")
+    ax.set_title(f"Quota {run.cpus:g} CPUs: got {run.share:.2f}, throttled in "
+                 f"{run.throttled} period(s)", fontsize=11)
+    _legend_outside(ax, twin)
+    return ax
+
+
+def plot_sweep(runs: list[CpuRun], ax=None):
+    """What the workers got against the quota asked, one point per run."""
+    ax = _axes(ax, (5.5, 3.2))
+    asked = [r.cpus for r in runs]
+    ax.plot(asked, [r.share for r in runs], "o-", label=f"got ({runs[0].workers} busy workers)")
+    ax.plot([0, max(asked)], [0, max(asked)], "r--", label="got = asked")
+    ax.set_xlim(0, max(asked) * 1.1)
+    ax.set_ylim(0, max(asked) * 1.1)
+    ax.set_xlabel("quota asked (CPUs)")
+    ax.set_ylabel("CPUs got (mean)")
+    if all(r.share >= 0.8 * r.cpus for r in runs):  # the first period's quota comes extra
+        ax.set_title("The workers get about what the quota asks")
+    else:  # a quota reserves nothing: other work on the machine may take the CPUs first
+        ax.set_title("Never more than the quota; less where the machine was busy")
+    _legend_outside(ax)
     return ax
 
 
@@ -398,25 +563,43 @@ def plot_weights(run: WeightsRun, ax=None):
     (ta, a), (_tb, b) = (s.rate("cpu_usage_us", 1e6) for s in run.series)
     n = min(len(a), len(b))
     for i, (series, weight) in enumerate(zip((a, b), run.weights)):
-        shares = [series[k] / max(1e-9, a[k] + b[k]) for k in range(n)]
-        ax.plot(ta[:n], shares, label=f"weight {weight}")
-        ax.axhline(weight / sum(run.weights), linestyle="--", color=f"C{i}")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("share of CPU 0")
-    ax.legend(loc="center right")
+        shares = [100 * series[k] / max(1e-9, a[k] + b[k]) for k in range(n)]
+        ax.plot(ta[:n], shares, color=f"C{i}", label=f"weight {weight}")
+        ax.axhline(100 * weight / sum(run.weights), linestyle="--", color=f"C{i}",
+                   label=f"weight {weight} asks {weight / sum(run.weights):.0%}")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("time since the start (s)")
+    ax.set_ylabel("share of CPU 0 (%)")
+    a_w, b_w = run.weights
+    ax.set_title(f"Weights {a_w}:{b_w} share a busy CPU about "
+                 f"{run.shares[0]:.0%} : {run.shares[1]:.0%}")
+    _legend_outside(ax)
     return ax
 
 
 def plot_pids(run: PidsRun, ax=None):
-    """Tasks in the group over time, against pids.max."""
+    """Tasks in the group over time against pids.max; the refused forks on a second axis."""
     ax = _axes(ax)
-    ax.step(run.series.t, run.series["pids_current"], where="post", label="tasks (pids.current)")
-    if run.limit != "max":
-        ax.axhline(int(run.limit), color="red", linestyle="--", label="pids.max")
-    ax.set_xlabel("time (s)")
+    s = run.series
+    ax.step(s.t, s["pids_current"], where="post", linewidth=2.5, zorder=3,
+            label="tasks (pids.current)")
+    if run.limit != "max":  # thin and under the step, which runs along it once it is reached
+        ax.axhline(int(run.limit), color="red", linestyle="--", linewidth=1, zorder=2,
+                   label=f"pids.max = {run.limit}")
+    top = max(int(run.limit) if run.limit != "max" else 0, run.most, 1)
+    ax.set_ylim(0, top * 1.3)  # room above the limit: the step is seen reaching it
+    if "pids_refused" in s.values:
+        twin = ax.twinx()
+        twin.plot(s.t, s["pids_refused"], color="C1", linestyle="-.",
+                  label="forks refused (pids.events max)")
+        twin.set_ylim(0, max(max(s["pids_refused"]), 1) * 2.2)  # ends mid-height: not on the limit
+        twin.set_ylabel("forks refused (so far)")
+        _legend_outside(ax, twin)
+    else:
+        _legend_outside(ax)
+    ax.set_xlabel("time since the start (s)")
     ax.set_ylabel("tasks")
-    ax.legend(loc="lower right")
+    ax.set_title(f"The fork bomb stops at {run.most} tasks; {run.refused} forks refused")
     return ax
 
 
