@@ -24,6 +24,10 @@ import pytest
 
 from labkit import cleanup, course
 
+# What these check runs on the host (JupyterLab in headless Chromium), whatever its kernel:
+# scripts/test-v2 skips them.
+pytestmark = pytest.mark.host_tooling
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 LESSON = "13-pids.ipynb"  # a quick experiment behind a slider and a run button, with a plot
