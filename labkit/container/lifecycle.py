@@ -207,6 +207,7 @@ def create(
         raise ContainerError("container with given ID already exists") from None
     cgroup = device_cgroup = proc = image_root = console = None
     pid = None
+    times: dict[str, float] = {}  # seconds each set-up step took, for the lessons' plot
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
         if console_socket is not None:
@@ -217,10 +218,12 @@ def create(
             image_root = f"ctr-{container_id}"
             spec.root.path = str(images.mount_root(image, image_root).merged)
         if "join_cgroup" not in skip:
+            began = time.perf_counter()
             cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
             device_cgroup = devices.DeviceCgroup.create(f"ctr-{container_id}", _device_rules(spec))
+            times["join_cgroup"] = time.perf_counter() - began
         groups = [g for g in (cgroup, device_cgroup) if g is not None]
-        proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr)
+        proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr, times)
         record = {
             "id": container_id,
             "pid": pid,
@@ -233,6 +236,7 @@ def create(
             "devices_cgroup": str(device_cgroup.dir) if device_cgroup else None,
             "image_root": image_root,
             "skipped": list(skip),
+            "step_times": times,
         }
         _write_atomic(d / "state.json", json.dumps(record))
         if pid_file is not None:
@@ -315,7 +319,7 @@ def _extra_paths(spec: Spec) -> list[str]:
 
 
 def _start_init(
-    spec, d, groups, skip, console, stdin, stdout, stderr
+    spec, d, groups, skip, console, stdin, stdout, stderr, times
 ) -> tuple[subprocess.Popen, int]:
     """Start the init child, put it in the cgroup, and follow its set-up to "created"."""
     status_r, status_w = os.pipe()
@@ -339,10 +343,13 @@ def _start_init(
         os.fdopen(status_r, "rb", buffering=0) as status,
     ):
         try:
+            began = time.perf_counter()
             for group in groups:
                 # join_cgroup: before the child makes any namespace, so everything it makes
                 # and every process it forks is counted and limited from the start.
                 group.add(proc.pid)
+            if groups:
+                times["join_cgroup"] += time.perf_counter() - began
             control.write(
                 _init.frame(
                     {
@@ -354,7 +361,7 @@ def _start_init(
                     }
                 )
             )
-            pid = _follow(proc, status, control, spec, skip)
+            pid = _follow(proc, status, control, spec, skip, times)
         except BaseException:
             if proc.poll() is None:
                 proc.kill()
@@ -363,8 +370,11 @@ def _start_init(
     return proc, pid
 
 
-def _follow(proc, status, control, spec: Spec, skip) -> int:
-    """Read the child's messages until "created" (or exec); return the container's PID."""
+def _follow(proc, status, control, spec: Spec, skip, times: dict) -> int:
+    """Read the child's messages until "created" (or exec); return the container's PID.
+
+    *times* gets how long each step took: the parent's own, and the init's (sent with "created").
+    """
     deadline = time.monotonic() + SETUP_TIMEOUT
     buffer, pid = b"", None
     while True:
@@ -385,12 +395,15 @@ def _follow(proc, status, control, spec: Spec, skip) -> int:
             event, buffer = marshal.loads(buffer[4 : 4 + size]), buffer[4 + size :]
             if event["event"] == "userns_ready":
                 if "write_id_maps" not in skip:
+                    began = time.perf_counter()
                     _write_id_maps(proc.pid, spec)
+                    times["write_id_maps"] = time.perf_counter() - began
                 control.write(_init.frame({"event": "maps_written"}))
             elif event["event"] == "pid":
                 pid = event["pid"]
                 proc.wait()  # the half that forked PID 1 exits at once
             elif event["event"] == "created" and pid is not None:
+                times.update(event.get("times", {}))
                 return pid
             elif event["event"] == "error":
                 if pid:

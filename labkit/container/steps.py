@@ -56,6 +56,7 @@ class Setup:
     executable: str | None = None
     console_fd: int | None = None  # a socket connected to the caller's --console-socket
     seccomp: object = None  # the pyseccomp module, imported before pivot_root when needed
+    times: dict[str, float] = field(default_factory=dict)  # seconds per step, sent with "created"
 
     @property
     def root(self) -> str:
@@ -631,7 +632,7 @@ def wait_for_start(s: Setup) -> None:
             "the exec FIFO is reached through /proc, and "
             "the container has no /proc: keep the /proc mount",
         )
-    s.channel.send("created")
+    s.channel.send("created", times=s.times)
     os.close(s.channel.status)
     s.channel = None
     # Opening a FIFO for writing blocks until someone opens it for reading: `start` does.

@@ -1,0 +1,388 @@
+"""The container lessons' glue (40-container, 41-security, 42-oci): probes, plots, checks.
+
+Nothing here sets a container up: ``labkit.container`` does. These helpers create a container
+from labkit's default spec (Docker's capabilities, runc's mounts, masked and read-only paths,
+the default seccomp profile) around a small busybox probe, read what the kernel then shows, and
+draw it. Every container is deleted before a helper returns.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import mountinfo, rootfs
+from ..container import lifecycle, steps
+from ..container.spec import Pids, Process, Resources, Root, Spec
+from ..errors import BadInput
+from ..state import state_dir
+from .checks import Verdict, not_done, verdict
+
+_runs = 0
+
+
+def lesson_rootfs() -> Path:
+    """The busybox root filesystem the lessons' containers run in (built once)."""
+    return rootfs.build()
+
+
+def lesson_spec(args: list[str], root: str | os.PathLike | None = None) -> Spec:
+    """labkit's default spec for *args* in the lesson's busybox root, with hostname "box"."""
+    return Spec(Process(list(args)), root=Root(str(root or lesson_rootfs())), hostname="box")
+
+
+@dataclass
+class Ran:
+    """One container run to its end: what it printed, and how its set-up went."""
+
+    output: str
+    skipped: list[str]
+    create_seconds: float  # lifecycle.create, from the call to "created"
+    step_times: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.output.splitlines()
+
+
+def run(
+    args: list[str] | None = None,
+    *,
+    spec: Spec | None = None,
+    skip: Iterable[str] = (),
+    edit: Callable[[Spec], None] | None = None,
+    image: str | None = None,
+    timeout: float = 30.0,
+) -> Ran:
+    """Create, start, wait for and delete a container running *args* (or *spec*); its output.
+
+    skip: set-up steps to leave out (names from ``steps.NAMES``); edit: a function that changes
+    the spec first. stdout and stderr both land in the output.
+    """
+    global _runs
+    if spec is None:
+        if not args:
+            raise BadInput("give the command to run, e.g. ['hostname'], or a spec.")
+        spec = lesson_spec(args)
+    if edit is not None:
+        edit(spec)
+    skip = list(skip)
+    _runs += 1
+    cid = f"lesson-{os.getpid()}-{_runs}"
+    with tempfile.TemporaryFile("w+") as out:
+        began = time.perf_counter()
+        c = lifecycle.create(
+            cid, state_dir(), spec=spec, skip=skip, image=image, stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        seconds = time.perf_counter() - began
+        try:
+            if "wait_for_start" not in skip:
+                lifecycle.start(cid)
+            deadline = time.monotonic() + timeout
+            while c.status != "stopped":
+                if time.monotonic() > deadline:
+                    raise BadInput(f"the container still ran after {timeout:g} s and was killed.")
+                time.sleep(0.005)
+        finally:
+            lifecycle.delete(cid, force=True)
+        out.seek(0)
+        return Ran(out.read(), skip, seconds, dict(c.record.get("step_times", {})))
+
+
+# --- 40: what each step protects ----------------------------------------------------------------
+
+# A fork bomb with bounds: 40 sleeps of 5 s at most, forked by a subshell (a shell that cannot
+# fork gives up, and PID 1 must outlive it). PID 1 then counts the processes of its PID
+# namespace by sending signal 0 to each PID (builtins only: no fork, and no /proc needed), and
+# kills them all.
+BOMB = 40
+_BOMB_SCRIPT = (
+    f"( i=0; while [ $i -lt {BOMB} ]; do sleep 5 & i=$((i+1)); done ) 2>/dev/null; "
+    "p=1; n=0; while [ $p -le 100 ]; do kill -0 $p 2>/dev/null && n=$((n+1)); p=$((p+1)); done; "
+    "echo $n; kill -9 -1"
+)
+
+
+def fork_bomb(pids_limit: int = 20, skip: Iterable[str] = ()) -> int:
+    """The most processes a bounded fork bomb had at once in a container with *pids_limit*."""
+    if not 5 <= int(pids_limit) <= BOMB:
+        raise BadInput(f"choose a pids limit between 5 and {BOMB}.")
+
+    def limit(spec: Spec) -> None:
+        spec.linux.resources = Resources(pids=Pids(int(pids_limit)))
+
+    return int(run(["sh", "-c", _BOMB_SCRIPT], skip=skip, edit=limit).lines[-1])
+
+
+def bomb_in_words(count: int, pids_limit: int) -> str:
+    held = "the limit held" if count <= pids_limit else "the limit did not hold"
+    return f"pids limit {pids_limit}: {'at most' if count <= pids_limit else 'more than'} " \
+           f"{pids_limit} processes at once, {held}"
+
+
+# The double chroot of lesson 04, run by the host's Python as the container's process: a
+# runtime without pivot_root that chroots into the rootfs (as bocker does) is escapable again.
+_ESCAPE = """
+import json, os, sys
+os.chroot(sys.argv[1]); os.chdir("/")          # the runtime's chroot into the rootfs
+os.chroot("tmp")                                 # the escape: root below the working dir...
+for _ in range(64): os.chdir("..")               # ... so ".." is never stopped
+os.chroot(".")
+st = os.stat("/")
+print(json.dumps([st.st_dev, st.st_ino]))
+"""
+
+
+def chroot_escape(skip_pivot_root: bool) -> str:
+    """Where the double chroot ends in a container, with or without pivot_root, in words."""
+    host = os.stat("/")
+    if skip_pivot_root:
+        # No pivot_root: the process's root is still the host's, so the host's Python runs.
+        import json
+
+        ran = run([sys.executable, "-I", "-S", "-c", _ESCAPE, str(lesson_rootfs())],
+                  skip=["pivot_root"])
+        dev, ino = json.loads(ran.lines[-1])
+        escaped = (dev, ino) == (host.st_dev, host.st_ino)
+        return "without pivot_root, chroot, then the double chroot: ended in " + (
+            "the HOST's / (escaped)" if escaped else "the rootfs's own /")
+    # With pivot_root nothing of the host is left: climbing from / leads to the same /, and the
+    # mount table holds only the container's mounts.
+    ran = run(["sh", "-c", "cd /; cd ../../../..; stat -c '%d %i' . /"])
+    here, root = ran.lines
+    return "with pivot_root: climbing from / ends in " + (
+        "/ itself: the host's tree is not there to reach" if here == root else "another directory")
+
+
+# ps into a file first: in a pipe, the reader may not have been forked yet when ps looks.
+_PS = "ps -o pid,comm > /dev/shm/ps; tail -n +2 /dev/shm/ps; echo entries $(ls /proc | wc -l)"
+
+
+def ps_in_words(with_proc: bool = True) -> str:
+    """What ``ps`` lists in a container, with its /proc mount or without it, in words."""
+
+    def no_proc(spec: Spec) -> None:
+        spec.mounts = [m for m in spec.mounts if m.destination != "/proc"]
+
+    # The exec FIFO is reached through /proc: without it the container must run at once.
+    ran = (run(["sh", "-c", _PS]) if with_proc else
+           run(["sh", "-c", _PS], edit=no_proc, skip=["wait_for_start"]))
+    listed = [" ".join(line.split()) for line in ran.lines[:-1]]
+    empty = ran.lines[-1] == "entries 0"
+    return (f"{'with' if with_proc else 'without'} /proc: ps lists "
+            f"{', '.join(listed) or 'nothing'}" + ("; /proc is an empty directory" if empty else ""))
+
+
+# --- any step left out: what the container then looks like ---------------------------------------
+
+_PROBE = (
+    "exec 2>/dev/null; echo hostname $(hostname); echo root $(stat -c '%d:%i' /); "
+    "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d ':'; "
+    "grep -q ' /proc/keys ' /proc/self/mountinfo && echo keys masked; "
+    # The container's own hostname, written back unchanged: refused only where /proc/sys is
+    # read-only.
+    "cat /proc/sys/kernel/hostname > /proc/sys/kernel/hostname && echo sysctl written"
+)
+
+
+def _own_caps() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+
+
+def probe(skip: Iterable[str] = ()) -> str:
+    """A container's isolation in a few words, with the steps in *skip* left out."""
+    from ..container import capabilities
+
+    ran = run(["sh", "-c", _PROBE], skip=skip)
+    got = dict(line.split(None, 1) for line in ran.lines if " " in line or "\t" in line)
+    host = os.stat("/")
+    caps = len(capabilities.names(int(got.get("CapEff", "0"), 16)))
+    own = len(capabilities.names(_own_caps()))
+    rows = {
+        "hostname": got.get("hostname"),
+        "root": "the HOST's /" if got.get("root") == f"{host.st_dev}:{host.st_ino}" else "its own",
+        "capabilities": f"{caps} (Docker's)" if caps == 14 else
+        "all of this notebook's" if caps == own else str(caps),
+        "no_new_privs": "on" if got.get("NoNewPrivs") == "1" else "off",
+        "seccomp": "a filter" if got.get("Seccomp") == "2" else "none",
+        "/proc/keys": "masked" if got.get("keys") == "masked" else "VISIBLE",
+        "/proc/sys": "WRITABLE" if "sysctl written" in ran.output else "read-only",
+    }
+    return "\n".join(f"{k:<14}{v}" for k, v in rows.items())
+
+
+# --- propagation: a container's mounts on the host ------------------------------------------------
+
+
+def shared_dir() -> Path:
+    """A directory bind-mounted onto itself and made shared, as a systemd host's "/" is."""
+    return state_dir() / "lesson40-shared"
+
+
+# The container's mounts propagate into the host when its root is private no more. Without
+# pivot_root the container's /proc is the host's own: the steps that remount /proc/sys read-only
+# and mask /proc/kcore would then, on a shared host, reach the host's /proc too. They are left
+# out with it (and pivot_root itself: the kernel refuses it below a shared mount).
+LEAK_SKIP = ["make_root_private", "pivot_root", "mount_readonly_paths", "mask_paths"]
+
+
+def _make_shared() -> Path:
+    path = shared_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    if not mountinfo.is_mount_point(path):
+        subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+        subprocess.run(["mount", "--make-shared", str(path)], check=True)
+    return path
+
+
+def mounts_below(path: str | os.PathLike) -> list[str]:
+    """The host's mount points strictly below *path*."""
+    top = str(path).rstrip("/") + "/"
+    return [m.point for m in mountinfo.mounts() if m.point.startswith(top)]
+
+
+def leak(skip: Iterable[str]) -> list[str]:
+    """Run a container whose root is below a shared mount, leaving out *skip*; the mounts it
+    left on the host (relative to its root). Whatever leaked is unmounted again."""
+    tree = rootfs.build(_make_shared() / "rootfs")
+    try:
+        run(["true"], spec=lesson_spec(["true"], tree), skip=skip)
+        return sorted({"/" + os.path.relpath(p, tree) for p in mounts_below(tree)} |
+                      ({"/"} if mountinfo.is_mount_point(tree) else set()))
+    finally:
+        unmount_below(tree)
+
+
+def unmount_below(path: str | os.PathLike) -> None:
+    """Unmount *path* and everything below it on the host (deepest first)."""
+    for _ in range(100):  # a bound: each round removes at least one mount
+        found = mounts_below(path) + ([str(path)] if mountinfo.is_mount_point(path) else [])
+        if not found:
+            return
+        subprocess.run(["umount", "-l", max(found, key=len)], check=True)
+
+
+def remove_shared() -> None:
+    """Undo ``leak``'s shared directory (its rootfs and the bind mount)."""
+    path = shared_dir()
+    if path.exists():
+        unmount_below(path / "rootfs")
+        while mountinfo.is_mount_point(path):
+            subprocess.run(["umount", str(path)], check=True)
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- the time each step takes -------------------------------------------------------------------
+
+
+@dataclass
+class StepTimes:
+    """Medians over *runs* containers: seconds per step, and the whole of ``create``."""
+
+    runs: int
+    steps: dict[str, float]
+    create: float
+
+    @property
+    def rest(self) -> float:
+        """What no step accounts for: starting the init's interpreter, messages, the state."""
+        return max(0.0, self.create - sum(self.steps.values()))
+
+    def slowest(self, n: int = 3) -> list[str]:
+        return sorted(self.steps, key=self.steps.get, reverse=True)[:n]
+
+    def summary(self) -> str:
+        total = sum(self.steps.values())
+        return (f"{self.runs} containers: create took {self.create * 1e3:.0f} ms, the steps "
+                f"{total * 1e3:.1f} ms of it; slowest: {', '.join(self.slowest())}")
+
+
+def step_times(runs: int = 7) -> StepTimes:
+    """Create *runs* containers of ``true``; the median time of each step and of create."""
+    if not 3 <= runs <= 30:
+        raise BadInput("choose between 3 and 30 runs.")
+    made = [run(["true"]) for _ in range(runs)]
+    names = [n for n in steps.NAMES if any(n in r.step_times for r in made)]
+    medians = {n: statistics.median(r.step_times.get(n, 0.0) for r in made) for n in names}
+    return StepTimes(runs, medians, statistics.median(r.create_seconds for r in made))
+
+
+def plot_step_times(times: StepTimes, ax=None):
+    """Horizontal bars: each step's median time in ms, in the order they run."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 6.5))
+    where = {st.name: st.where for st in steps.STEPS}
+    names = list(times.steps) + ["(rest of create)"]
+    values = [times.steps[n] * 1e3 for n in times.steps] + [times.rest * 1e3]
+    colours = ["tab:orange" if where.get(n) == "parent" else "tab:blue" for n in times.steps]
+    ax.barh(names, values, color=colours + ["tab:grey"])
+    ax.invert_yaxis()  # the first step on top
+    ax.set_xscale("log")
+    ax.set_xlabel("time (ms, log scale; median of %d containers)" % times.runs)
+    ax.set_ylabel("set-up step, in the order they run")
+    top = times.slowest(2)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:orange", label="in the parent"),
+                       Patch(color="tab:blue", label="in the init child"),
+                       Patch(color="tab:grey", label="starting the init, messages, state")],
+              loc="center right", fontsize=8)
+    ax.set_title(f"{top[0]} and {top[1]} take the most of the steps' "
+                 f"{sum(times.steps.values()) * 1e3:.1f} ms; the rest of create\n"
+                 f"({times.rest * 1e3:.0f} ms) is no step: starting the init's Python", fontsize=10)
+    ax.figure.tight_layout()
+    return ax
+
+
+# --- 40: exercise checks --------------------------------------------------------------------------
+
+
+def check_bomb_step(step) -> Verdict:
+    """40: the step whose absence lets the bounded fork bomb pass the container's pids limit."""
+    if step is ...:
+        return not_done("fork bomb step")
+    if step not in steps.NAMES or step in steps.REQUIRED:
+        return Verdict(False, f"fork bomb step: {step!r} is not a step you may leave out.",
+                       "pick a name from steps.describe().")
+    try:
+        count = fork_bomb(20, skip=[step])
+    except Exception as e:  # noqa: BLE001  a step whose absence breaks the set-up is an answer too
+        return Verdict(False, f"fork bomb step: without {step} the container was not made ({e}).",
+                       "which step puts the init into the container's cgroup?")
+    return verdict(
+        count > 20, f"fork bomb step: without {step} the bomb passed pids limit 20 "
+        "(the container's cgroup was never joined).",
+        f"fork bomb step: without {step} the bomb still stopped at pids limit 20.",
+        "which step puts the init into the container's cgroup, where pids.max applies?")
+
+
+def check_host_root_step(step) -> Verdict:
+    """40: the step whose absence leaves the host's / as the container's / ."""
+    if step is ...:
+        return not_done("host root step")
+    if step not in steps.NAMES or step in steps.REQUIRED:
+        return Verdict(False, f"host root step: {step!r} is not a step you may leave out.",
+                       "pick a name from steps.describe().")
+    host = os.stat("/")
+    try:
+        ran = run(["stat", "-c", "%d %i", "/"], skip=[step])
+    except Exception as e:  # noqa: BLE001
+        return Verdict(False, f"host root step: without {step} the container was not made ({e}).",
+                       "which step makes the rootfs the root of the mount namespace?")
+    same = ran.lines[-1] == f"{host.st_dev} {host.st_ino}"
+    return verdict(same, f"host root step: without {step} the container's / is the host's.",
+                   f"host root step: without {step} the container's / is still its own.",
+                   "which step swaps the mount namespace's root for the rootfs?")
