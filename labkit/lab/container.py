@@ -386,3 +386,275 @@ def check_host_root_step(step) -> Verdict:
     return verdict(same, f"host root step: without {step} the container's / is the host's.",
                    f"host root step: without {step} the container's / is still its own.",
                    "which step swaps the mount namespace's root for the rootfs?")
+
+
+# --- 41: attack, then fix -----------------------------------------------------------------------
+
+
+SIGNATURE = b"LABKIT LESSON DISK"
+
+
+def disk_image() -> Path:
+    return state_dir() / "lesson41" / "disk.img"
+
+
+def lesson_disk() -> tuple[str, int, int]:
+    """A small disk for the lesson to attack: a loop device over a 1 MiB file whose first
+    sector starts with SIGNATURE. (The host's own disk is attacked the same way, by its
+    major:minor; a disk of our own keeps the attack to a sector we wrote.)"""
+    image = disk_image()
+    found = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True,
+                           check=False).stdout.split(":")[0] if image.exists() else ""
+    if not found:
+        image.parent.mkdir(parents=True, exist_ok=True)
+        with open(image, "wb") as f:
+            f.write(SIGNATURE.ljust(512, b"\0") + bytes(1 << 20)[512:])
+        found = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    rdev = os.stat(found).st_rdev
+    return found, os.major(rdev), os.minor(rdev)
+
+
+def remove_lesson_disk() -> None:
+    """Detach the lesson's loop device and delete its file."""
+    image = disk_image()
+    if image.exists():
+        out = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True,
+                             check=False).stdout
+        for line in out.splitlines():
+            subprocess.run(["losetup", "-d", line.split(":")[0]], check=True)
+        image.unlink()
+    if image.parent.is_dir() and not any(image.parent.iterdir()):
+        image.parent.rmdir()
+
+
+ATTACKS = {
+    "disk": "mknod a node for a disk, read its first sector",
+    "sysctl": "write a host-wide sysctl (vm.overcommit_memory)",
+    "cgroupfs": "mount the host's cgroup tree",
+    "unshare": "make a new namespace (unshare -m)",
+    "setuid": "run a setuid-root program as nobody, and be root",
+}
+
+# Each attack in a subshell, one line each: "NAME ok DETAIL" or "NAME no WHY". Nothing is
+# ever written to a device: the disk is only read; and the sysctl gets back the value it had.
+_ATTACK_SCRIPT = r"""
+exec 2>&1
+try() { name=$1; shift; out=$( ("$@") 2>&1 ) && echo "$name ok $out" || echo "$name no ${out##*: }"; }
+disk() { mknod /dev/disk b $DISK && head -c 512 /dev/disk > /dev/shm/sector &&
+         echo "read $(wc -c < /dev/shm/sector) bytes: $(head -c 18 /dev/shm/sector)"; }
+sysctl() { v=$(cat /proc/sys/vm/overcommit_memory) &&
+           echo "$v" > /proc/sys/vm/overcommit_memory && echo "wrote back the value it read"; }
+cgroupfs() { mkdir -p /dev/shm/cg && mount -t cgroup2 none /dev/shm/cg && echo mounted; }
+ns() { unshare -m true && echo "made one"; }
+# busybox's su, setuid root, run by nobody: it checks root's password only if it became root
+# (and then, with no password to give, says so); otherwise it knows it gained nothing.
+setuid() {
+  cp /bin/busybox /tmp/busybox && chmod 4755 /tmp/busybox || return 1
+  said=$(su -s /bin/sh nobody -c '/tmp/busybox su -c true root < /dev/null' 2>&1)
+  case "$said" in *"incorrect password"*) echo "became root (it asked for a password)";;
+                  *) echo "${said#su: }" >&2; return 1;; esac
+}
+try disk disk; try sysctl sysctl; try cgroupfs cgroupfs; try unshare ns
+try setuid setuid
+"""
+
+DEFENCES = ("capabilities", "devices", "paths", "seccomp", "no_new_privs")
+DEFENCE_NAMES = {
+    "capabilities": "Docker's 14 capabilities",
+    "devices": "device cgroup",
+    "paths": "masked and read-only paths",
+    "seccomp": "seccomp profile",
+    "no_new_privs": "no_new_privs",
+}
+
+
+def security_spec(defences: Iterable[str] = (), args: list[str] | None = None) -> Spec:
+    """Root with every capability, every device, no seccomp, nothing masked; plus *defences*.
+
+    ``defences`` from DEFENCES; all of them together are labkit's (and Docker's) defaults.
+    """
+    from ..container.spec import Capabilities, DeviceRule, Mount, Seccomp  # noqa: F401
+
+    defences = set(defences)
+    unknown = defences - set(DEFENCES)
+    if unknown:
+        raise BadInput(f"no defence {sorted(unknown)[0]!r}: choose from {', '.join(DEFENCES)}.")
+    spec = lesson_spec(args or ["true"])
+    default = lesson_spec(["true"])
+    # A tmpfs without nosuid, where the setuid attack puts its program.
+    spec.mounts.append(Mount("/tmp", "tmpfs", "tmpfs", ["mode=1777", "size=16m"]))
+    if "capabilities" not in defences:
+        spec.process.capabilities = None  # keep all of root's
+    if "devices" not in defences:
+        spec.linux.resources = Resources(devices=[DeviceRule(True, access="rwm")])
+    if "paths" not in defences:
+        spec.linux.masked_paths, spec.linux.readonly_paths = [], []
+    if "seccomp" not in defences:
+        spec.linux.seccomp = None
+    spec.process.no_new_privileges = "no_new_privs" in defences
+    assert default.linux.seccomp is not None
+    return spec
+
+
+def attack(defences: Iterable[str] = ()) -> dict[str, tuple[bool, str]]:
+    """Every attack in ATTACKS, in one container with *defences*: {name: (worked, detail)}."""
+    _, major, minor = lesson_disk()
+    script = f"DISK='{major} {minor}'\n"
+    ran = run(spec=security_spec(defences, ["sh", "-c", script + _ATTACK_SCRIPT]))
+    found = {}
+    for line in ran.lines:
+        name, _, rest = line.partition(" ")
+        if name in ATTACKS:
+            verdict_word, _, detail = rest.partition(" ")
+            found[name] = (verdict_word == "ok", detail.strip())
+    return found
+
+
+def attacks_in_words(found: dict[str, tuple[bool, str]]) -> str:
+    return "\n".join(
+        f"{'WORKED ' if ok else 'stopped'}  {ATTACKS[name]}: {detail}"
+        for name, (ok, detail) in found.items())
+
+
+def chroot_escape_with(defences: Iterable[str] = ()) -> bool:
+    """Did the double chroot reach the host's / from a container without pivot_root?"""
+    import json
+
+    spec = security_spec(defences, [sys.executable, "-I", "-S", "-c", _ESCAPE,
+                                    str(lesson_rootfs())])
+    # Without pivot_root the container's /proc is the host's; its masks stay in the container's
+    # own (slave) mount table, as every mount here does.
+    spec.mounts = [m for m in spec.mounts if m.destination != "/tmp"]
+    ran = run(spec=spec, skip=["pivot_root"])
+    try:
+        dev, ino = json.loads(ran.lines[-1])
+    except (ValueError, IndexError):
+        return False  # refused before it could report
+    host = os.stat("/")
+    return (dev, ino) == (host.st_dev, host.st_ino)
+
+
+@dataclass
+class DefenceTable:
+    """Which attack each defence stops: worked[attack][column] is True where the attack worked."""
+
+    columns: list[str]
+    worked: dict[str, dict[str, bool]]
+
+    def __str__(self) -> str:
+        short = {"capabilities": "14 caps", "devices": "devices", "paths": "paths",
+                 "seccomp": "seccomp", "no_new_privs": "nnp", "pivot_root": "pivot_root"}
+        heads = ["none"] + [short[c] for c in self.columns[1:-1]] + ["all"]
+        width = max(len(a) for a in self.worked) + 2
+        lines = [" " * width + "".join(f"{h:>11}" for h in heads)]
+        for name, row in self.worked.items():
+            cells = "".join(f"{'worked' if row[c] else 'STOPPED':>11}" for c in self.columns)
+            lines.append(f"{name:<{width}}{cells}")
+        return "\n".join(lines)
+
+
+def defence_table() -> DefenceTable:
+    """Every attack against no defence, each defence alone, and all of them together."""
+    columns = ["none", *DEFENCES, "pivot_root", "all"]
+    sets = {"none": [], "all": list(DEFENCES), **{d: [d] for d in DEFENCES}}
+    worked: dict[str, dict[str, bool]] = {name: {} for name in [*ATTACKS, "chroot"]}
+    for column in [c for c in columns if c != "pivot_root"]:
+        found = attack(sets[column])
+        for name in ATTACKS:
+            worked[name][column] = found.get(name, (False, ""))[0]
+        if column != "all":
+            worked["chroot"][column] = chroot_escape_with(sets[column])
+    # The other attacks run after pivot_root in every column: alone, it stops none of them.
+    for name in ATTACKS:
+        worked[name]["pivot_root"] = worked[name]["none"]
+    # The chroot escape needs the host's Python, which pivot_root leaves out of reach; what is
+    # left to climb from / is the container's own /.
+    worked["chroot"]["pivot_root"] = not _climb_contained([])
+    worked["chroot"]["all"] = not _climb_contained(DEFENCES)
+    return DefenceTable(columns, worked)
+
+
+def _climb_contained(defences: Iterable[str]) -> bool:
+    """After pivot_root, does climbing ".." from / end in / itself?"""
+    ran = run(spec=security_spec(defences, ["sh", "-c", "cd /; cd ../../../..; stat -c '%d %i' . /"]))
+    here, root = ran.lines[-2:]
+    return here == root
+
+
+def plot_defence_table(table: DefenceTable, ax=None):
+    """A grid: a red cell where the attack worked, green where the defence stopped it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 4))
+    rows = list(table.worked)
+    grid = [[0 if table.worked[r][c] else 1 for c in table.columns] for r in rows]
+    ax.imshow(grid, cmap=ListedColormap(["#e06666", "#93c47d"]), vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(table.columns)))
+    names = {**DEFENCE_NAMES, "pivot_root": "pivot_root"}
+    ax.set_xticklabels(["none"] + [names[c] for c in table.columns[1:-1]] + ["all"],
+                       rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows)
+    ax.set_xlabel("defence (alone, or all together)")
+    ax.set_ylabel("attack by root in the container")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(table.columns):
+            ax.text(j, i, "worked" if table.worked[r][c] else "stopped", ha="center",
+                    va="center", fontsize=7)
+    stopped_by_all = all(not table.worked[r]["all"] for r in rows)
+    ax.set_title("Every attack works against root with all capabilities; "
+                 + ("all the defences together stop every one" if stopped_by_all else
+                    "some still work with every defence on"), fontsize=10)
+    ax.figure.tight_layout()
+    return ax
+
+
+# --- 41: exercise checks --------------------------------------------------------------------------
+
+
+def _defences_or_verdict(answer, what: str):
+    names = [answer] if isinstance(answer, str) else answer
+    try:
+        names = list(names)
+    except TypeError:
+        return None, Verdict(False, f"{what}: give defence names, e.g. ['seccomp'].",
+                             f"choose from {', '.join(DEFENCES)}.")
+    wrong = [n for n in names if n not in DEFENCES]
+    if wrong:
+        return None, Verdict(False, f"{what}: {wrong[0]!r} is not a defence here.",
+                             f"choose from {', '.join(DEFENCES)}.")
+    return names, None
+
+
+def check_setuid_defence(defence) -> Verdict:
+    """41: the one defence that, alone, keeps a setuid-root program from making nobody root."""
+    if defence is ...:
+        return not_done("setuid defence")
+    names, problem = _defences_or_verdict(defence, "setuid defence")
+    if problem:
+        return problem
+    if len(names) != 1:
+        return Verdict(False, "setuid defence: name one defence.", "which one is about exec?")
+    worked, detail = attack(names)["setuid"]
+    return verdict(not worked, f"setuid defence: with {names[0]} alone, su says: {detail}.",
+                   f"setuid defence: with {names[0]} alone, nobody still became root.",
+                   "which defence makes the kernel ignore setuid bits at exec?")
+
+
+def check_three_stopped(defences) -> Verdict:
+    """41: at most two defences that together stop the sysctl, cgroupfs and unshare attacks."""
+    if defences is ...:
+        return not_done("two defences")
+    names, problem = _defences_or_verdict(defences, "two defences")
+    if problem:
+        return problem
+    if not 1 <= len(set(names)) <= 2:
+        return Verdict(False, f"two defences: {len(set(names))} given.", "choose one or two.")
+    found = attack(names)
+    left = [a for a in ("sysctl", "cgroupfs", "unshare") if found[a][0]]
+    return verdict(not left, f"two defences: {' + '.join(names)} stop all three attacks.",
+                   f"two defences: with {' + '.join(names)}, {', '.join(left)} still worked.",
+                   "look at the table: which column stops the sysctl write, which the other two?")
