@@ -658,3 +658,196 @@ def check_three_stopped(defences) -> Verdict:
     return verdict(not left, f"two defences: {' + '.join(names)} stop all three attacks.",
                    f"two defences: with {' + '.join(names)}, {', '.join(left)} still worked.",
                    "look at the table: which column stops the sysctl write, which the other two?")
+
+
+# --- 42: one bundle, two runtimes -----------------------------------------------------------------
+
+# Each line answers one question about the container; errors go to stdout, so that refusals are
+# compared too.
+OCI_PROBE = r"""
+exec 2>&1
+echo hostname $(hostname)
+echo ids $(id -u) $(id -g)
+echo pid $$
+grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t' ' '
+echo links $(ls /sys/class/net)
+echo dev $(ls /dev)
+touch /written && echo root writable || echo root read-only
+echo mounts $(awk '{print $5}' /proc/self/mountinfo | grep -v -E '^/(sys|proc)/' | sort)
+grep -q ' /proc/sys ' /proc/self/mountinfo && echo /proc/sys is bound read-only
+"""
+
+
+def bundle_dir() -> Path:
+    return state_dir() / "lesson42" / "bundle"
+
+
+def runc() -> str:
+    """Debian's runc (``scripts/setup`` installs it)."""
+    import shutil
+
+    path = shutil.which("runc") or ("/usr/sbin/runc" if os.path.exists("/usr/sbin/runc") else None)
+    if path is None:
+        raise BadInput("runc is not installed: apt-get install runc (scripts/setup test does).")
+    return path
+
+
+def runtimes() -> dict[str, list[str]]:
+    """The two command lines OCI tooling could drive, each with its own state directory."""
+    return {
+        "runc": [runc(), "--root", str(state_dir() / "lesson42" / "runc")],
+        "labkit-runtime": [sys.executable, "-m", "labkit.container.cli"],
+    }
+
+
+def make_bundle() -> Path:
+    """A bundle as ``runc spec`` writes it, with the lesson's busybox as its rootfs."""
+    bundle = bundle_dir()
+    if bundle.exists():
+        remove_bundle()
+    bundle.mkdir(parents=True)
+    subprocess.run([runc(), "spec", "--bundle", str(bundle)], check=True)
+    rootfs.build(bundle / "rootfs")
+    return bundle
+
+
+def read_config(bundle: Path) -> dict:
+    import json
+
+    return json.loads((bundle / "config.json").read_text())
+
+
+def write_config(bundle: Path, config: dict) -> None:
+    import json
+
+    (bundle / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def runtime(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run one command of runtime *name* ("runc" or "labkit-runtime")."""
+    if args and args[0] == "create":
+        # The created container keeps the runtime's stdio as its own: a pipe would stay open.
+        with tempfile.TemporaryFile("w+") as out:
+            done = subprocess.run([*runtimes()[name], *args], stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=out, timeout=timeout, check=False)
+            out.seek(0)
+            return subprocess.CompletedProcess(done.args, done.returncode, "", out.read())
+    return subprocess.run([*runtimes()[name], *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+
+
+def _status(name: str, cid: str) -> str:
+    import json
+
+    out = runtime(name, "state", cid)
+    return json.loads(out.stdout)["status"] if out.returncode == 0 else "(no such container)"
+
+
+def life_cycle(name: str, bundle: Path, cid: str = "lesson42") -> list[tuple[str, int, str]]:
+    """create, start, kill, delete of a ``sleep`` in *bundle* by runtime *name*: after each
+    command, (command, its exit status, the state's status)."""
+    seen = []
+    for command in (["create", "--bundle", str(bundle), cid], ["start", cid], ["start", cid],
+                    ["kill", cid, "KILL"], ["delete", cid]):
+        done = runtime(name, *command)
+        if command[0] == "kill":
+            deadline = time.monotonic() + 10
+            while _status(name, cid) != "stopped" and time.monotonic() < deadline:
+                time.sleep(0.02)
+        seen.append((command[0], done.returncode, _status(name, cid)))
+    runtime(name, "delete", "--force", cid)
+    return seen
+
+
+def life_cycle_in_words(seen: list[tuple[str, int, str]]) -> str:
+    return "\n".join(f"{cmd:<7} exit {code}   status {status}" for cmd, code, status in seen)
+
+
+def state_keys(name: str, bundle: Path, cid: str = "lesson42-state") -> list[str]:
+    """The keys of ``state`` for a created container of runtime *name*."""
+    import json
+
+    runtime(name, "create", "--bundle", str(bundle), cid)
+    try:
+        return sorted(json.loads(runtime(name, "state", cid).stdout))
+    finally:
+        runtime(name, "delete", "--force", cid)
+
+
+def probe_with(name: str, bundle: Path, cid: str = "lesson42-probe") -> list[str]:
+    """OCI_PROBE's answers in *bundle* run by runtime *name* (its process is replaced)."""
+    config = read_config(bundle)
+    saved = config["process"]["args"]
+    config["process"]["args"] = ["sh", "-c", OCI_PROBE]
+    write_config(bundle, config)
+    try:
+        out = runtime(name, "run", "--bundle", str(bundle), cid)
+    finally:
+        config["process"]["args"] = saved
+        write_config(bundle, config)
+    return (out.stdout + out.stderr).splitlines()
+
+
+def remove_bundle() -> None:
+    import shutil
+
+    for name in runtimes():
+        for cid in ("lesson42", "lesson42-state", "lesson42-probe", "lesson42-check"):
+            runtime(name, "delete", "--force", cid)
+    shutil.rmtree(state_dir() / "lesson42", ignore_errors=True)
+
+
+# --- 42: exercise checks --------------------------------------------------------------------------
+
+
+def _set_key(config: dict, path: str, value) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        config = config.setdefault(part, {})
+    config[last] = value
+
+
+def check_readonly_key(bundle: Path, key) -> Verdict:
+    """42: the config.json key (dotted, like "process.cwd") that makes the root read-only."""
+    if key is ...:
+        return not_done("read-only key")
+    if not isinstance(key, str) or not key:
+        return Verdict(False, "read-only key: give a dotted path like 'process.cwd'.")
+    config = read_config(bundle)
+    saved = read_config(bundle)
+    answers = {}
+    try:
+        for value in (False, True):
+            _set_key(config, key, value)
+            config["process"]["args"] = ["sh", "-c", "touch /written 2>/dev/null && echo rw || echo ro"]
+            write_config(bundle, config)
+            for name in runtimes():
+                out = runtime(name, "run", "--bundle", str(bundle), "lesson42-check")
+                answers[(name, value)] = out.stdout.strip() or "refused the config"
+    finally:
+        write_config(bundle, saved)
+    ok = all(answers[(n, True)] == "ro" and answers[(n, False)] == "rw" for n in runtimes())
+    said = ", ".join(f"{n} with {v}: {a}" for (n, v), a in answers.items())
+    return verdict(ok, f"read-only key: {key} true makes the root read-only under runc and "
+                   "labkit-runtime alike.",
+                   f"read-only key: {said}.",
+                   "look at the 'root' object of config.json.")
+
+
+def check_exit_status(bundle: Path, status) -> Verdict:
+    """42: the exit status of ``RUNTIME run`` when the container's process runs ``exit 3``."""
+    if status is ...:
+        return not_done("exit status")
+    config = read_config(bundle)
+    saved = read_config(bundle)
+    config["process"]["args"] = ["sh", "-c", "exit 3"]
+    write_config(bundle, config)
+    try:
+        got = {name: runtime(name, "run", "--bundle", str(bundle), "lesson42-check").returncode
+               for name in runtimes()}
+    finally:
+        write_config(bundle, saved)
+    ok = set(got.values()) == {status}
+    return verdict(ok, f"exit status: both runtimes exit {status}, as the container did.",
+                   f"exit status: {status!r} is not what they gave ({got}).",
+                   "`run` waits for the container and passes on its process's exit status.")
