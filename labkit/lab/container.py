@@ -178,7 +178,8 @@ def ps_in_words(with_proc: bool = True) -> str:
     listed = [" ".join(line.split()) for line in ran.lines[:-1]]
     empty = ran.lines[-1] == "entries 0"
     return (f"{'with' if with_proc else 'without'} /proc: ps lists "
-            f"{', '.join(listed) or 'nothing'}" + ("; /proc is an empty directory" if empty else ""))
+            f"{', '.join(listed) or 'nothing'}"
+            + ("; /proc is an empty directory" if empty else ""))
 
 
 # --- any step left out: what the container then looks like ---------------------------------------
@@ -331,7 +332,7 @@ def plot_step_times(times: StepTimes, ax=None):
     ax.barh(names, values, color=colours + ["tab:grey"])
     ax.invert_yaxis()  # the first step on top
     ax.set_xscale("log")
-    ax.set_xlabel("time (ms, log scale; median of %d containers)" % times.runs)
+    ax.set_xlabel(f"time (ms, log scale; median of {times.runs} containers)")
     ax.set_ylabel("set-up step, in the order they run")
     top = times.slowest(2)
     from matplotlib.patches import Patch
@@ -440,7 +441,8 @@ ATTACKS = {
 # ever written to a device: the disk is only read; and the sysctl gets back the value it had.
 _ATTACK_SCRIPT = r"""
 exec 2>&1
-try() { name=$1; shift; out=$( ("$@") 2>&1 ) && echo "$name ok $out" || echo "$name no ${out##*: }"; }
+try() { name=$1; shift
+        out=$( ("$@") 2>&1 ) && echo "$name ok $out" || echo "$name no ${out##*: }"; }
 disk() { mknod /dev/disk b $DISK && head -c 512 /dev/disk > /dev/shm/sector &&
          echo "read $(wc -c < /dev/shm/sector) bytes: $(head -c 18 /dev/shm/sector)"; }
 sysctl() { v=$(cat /proc/sys/vm/overcommit_memory) &&
@@ -474,14 +476,13 @@ def security_spec(defences: Iterable[str] = (), args: list[str] | None = None) -
 
     ``defences`` from DEFENCES; all of them together are labkit's (and Docker's) defaults.
     """
-    from ..container.spec import Capabilities, DeviceRule, Mount, Seccomp  # noqa: F401
+    from ..container.spec import DeviceRule, Mount
 
     defences = set(defences)
     unknown = defences - set(DEFENCES)
     if unknown:
-        raise BadInput(f"no defence {sorted(unknown)[0]!r}: choose from {', '.join(DEFENCES)}.")
+        raise BadInput(f"no defence {min(unknown)!r}: choose from {', '.join(DEFENCES)}.")
     spec = lesson_spec(args or ["true"])
-    default = lesson_spec(["true"])
     # A tmpfs without nosuid, where the setuid attack puts its program.
     spec.mounts.append(Mount("/tmp", "tmpfs", "tmpfs", ["mode=1777", "size=16m"]))
     if "capabilities" not in defences:
@@ -493,7 +494,6 @@ def security_spec(defences: Iterable[str] = (), args: list[str] | None = None) -
     if "seccomp" not in defences:
         spec.linux.seccomp = None
     spec.process.no_new_privileges = "no_new_privs" in defences
-    assert default.linux.seccomp is not None
     return spec
 
 
@@ -577,7 +577,8 @@ def defence_table() -> DefenceTable:
 
 def _climb_contained(defences: Iterable[str]) -> bool:
     """After pivot_root, does climbing ".." from / end in / itself?"""
-    ran = run(spec=security_spec(defences, ["sh", "-c", "cd /; cd ../../../..; stat -c '%d %i' . /"]))
+    climb = "cd /; cd ../../../..; stat -c '%d %i' . /"
+    ran = run(spec=security_spec(defences, ["sh", "-c", climb]))
     here, root = ran.lines[-2:]
     return here == root
 
@@ -819,7 +820,8 @@ def check_readonly_key(bundle: Path, key) -> Verdict:
     try:
         for value in (False, True):
             _set_key(config, key, value)
-            config["process"]["args"] = ["sh", "-c", "touch /written 2>/dev/null && echo rw || echo ro"]
+            touch = "touch /written 2>/dev/null && echo rw || echo ro"
+            config["process"]["args"] = ["sh", "-c", touch]
             write_config(bundle, config)
             for name in runtimes():
                 out = runtime(name, "run", "--bundle", str(bundle), "lesson42-check")
@@ -851,3 +853,14 @@ def check_exit_status(bundle: Path, status) -> Verdict:
     return verdict(ok, f"exit status: both runtimes exit {status}, as the container did.",
                    f"exit status: {status!r} is not what they gave ({got}).",
                    "`run` waits for the container and passes on its process's exit status.")
+
+
+def refused_by_default_profile(names: Iterable[str]) -> list[str]:
+    """Those of *names* that labkit's default seccomp profile refuses outright (read from the
+    profile itself, allow-list or deny-list; a rule with argument conditions does not count)."""
+    from ..container.seccomp import default_profile
+
+    profile = default_profile()
+    listed = {n: r.action for r in profile.syscalls if not r.args for n in r.names}
+    refusing = ("SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD")
+    return [n for n in names if listed.get(n, profile.default_action) in refusing]
