@@ -193,3 +193,13 @@ def test_check_exit_status(bundle):
 
 def test_no_loop_device_of_the_lesson_is_left(state_dir):
     assert not os.path.exists(lab.disk_image())
+
+
+def test_the_namespace_steps_cannot_be_left_out(state_dir):
+    # Without them the init would pivot the host's own root: refused before anything is made.
+    from labkit.container import lifecycle
+
+    for step in ("unshare_namespaces", "join_namespaces"):
+        with pytest.raises(BadInput, match="host's own mount table"):
+            lab.run(["true"], skip=[step])
+    assert lifecycle.list_containers() == []

@@ -295,7 +295,8 @@ def _check_skip(skip) -> None:
             )
         if name in steps_mod.REQUIRED:
             raise BadInput(
-                f"the step {name!r} cannot be left out: without it there is no container to start."
+                f"the step {name!r} cannot be left out: without it there is no container to start "
+                "(or, for the namespace steps, the host's own mount table would be changed)."
             )
 
 

@@ -705,8 +705,10 @@ STEPS: tuple[Step, ...] = (
 )
 
 NAMES = tuple(dict.fromkeys(step.name for step in STEPS))  # load_seccomp has two places
-# Without these the container cannot exist at all, so they cannot be left out.
-REQUIRED = ("fork_pid1", "open_exec_fifo", "exec_process")
+# Without these the container cannot exist at all, so they cannot be left out. Without the
+# namespace steps the init would stay in the host's mount namespace, where the root's steps
+# would remount, pivot and detach the host's own "/".
+REQUIRED = ("join_namespaces", "unshare_namespaces", "fork_pid1", "open_exec_fifo", "exec_process")
 
 
 def describe() -> str:
