@@ -9,10 +9,10 @@ everything is removed". The ratios matter; absolute times depend on the machine.
 
 - unshare(1): the namespaces alone (no root filesystem, cgroup or capabilities): the floor.
 - runc run: Debian's runc, the reference.
-- labkit-runtime run: the console script's command line, a fresh Python for the command and
-  another for the container's init.
-- labkit from Python: lifecycle.create/start/wait/delete in this process; one fresh Python
-  (the init) per container.
+- labkit-runtime run: the console script's command line: a fresh Python for the command, which
+  starts its own fork server (another Python) for the one container's init.
+- labkit from Python: lifecycle.create/start/wait/delete in this process, as a notebook or the
+  engine does it; the fork server (started once, in the warm-up) forks each container's init.
 """
 
 from __future__ import annotations
@@ -21,18 +21,17 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labkit import rootfs  # noqa: E402
-from labkit import sys as ksys  # noqa: E402
-from labkit.container import lifecycle  # noqa: E402
+from benchmarks.timing import report, side_by_side
+from labkit import rootfs
+from labkit import sys as ksys
+from labkit.container import lifecycle
 
 UNSHARE = ["--fork", "--pid", "--mount-proc", "--uts", "--net", "--ipc", "--mount"]
 
@@ -74,38 +73,24 @@ def main() -> int:
         lifecycle.wait(c)
         lifecycle.delete(cid)
 
+    def command(argv: list[str]):
+        return lambda: subprocess.run(argv, check=True, env=env)
+
     contenders = {
-        "unshare(1)": [unshare, *UNSHARE, "true"],
-        "runc run": [runc, "--root", runc_root, "run", "--bundle", str(bundle), "bench"],
-        "labkit-runtime run": [*runtime, "run", "--bundle", str(bundle), "bench"],
+        "unshare(1)": command([unshare, *UNSHARE, "true"]),
+        "runc run": command([runc, "--root", runc_root, "run", "--bundle", str(bundle), "bench"]),
+        "labkit-runtime run": command([*runtime, "run", "--bundle", str(bundle), "bench"]),
         "labkit from Python": labkit_python,
     }
-
-    def once(what) -> float:
-        t0 = time.perf_counter()
-        if callable(what):
-            what()
-        else:
-            subprocess.run(what, check=True, env=env)
-        return time.perf_counter() - t0
-
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
     try:
-        for what in contenders.values():  # warm the page cache
-            once(what)
-        for _ in range(args.runs):  # interleaved, so drift on the machine hits all alike
-            for name, what in contenders.items():
-                samples[name].append(once(what))
+        samples = side_by_side(contenders, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    base = statistics.median(samples["runc run"])
-    print(f"start-up of `true` from a busybox bundle (runc spec), {args.runs} runs each")
-    print(f"{'':24}{'median':>10}{'p90':>10}{'vs runc':>9}")
-    for name, values in samples.items():
-        med = statistics.median(values)
-        p90 = statistics.quantiles(values, n=10)[-1]
-        print(f"{name:24}{med * 1e3:>8.1f}ms{p90 * 1e3:>8.1f}ms{med / base:>8.2f}x")
-    print(f"python: {sys.executable} ({sys.version.split()[0]}), kernel {os.uname().release}")
+    report(
+        f"start-up of `true` from a busybox bundle (runc spec), {args.runs} runs each",
+        samples,
+        "runc run",
+    )
     return 0
 
 

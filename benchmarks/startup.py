@@ -6,9 +6,11 @@ times depend on the machine.
 
     sudo .venv/bin/python benchmarks/startup.py [--runs 200]
 
-What labkit pays for: a fresh Python interpreter for the helper child (labkit/_init.py), which
-the notebook needs because its own process is multi-threaded (see design.md). unshare(1) is a
-small C program that does the same syscalls.
+The notebook's own process is multi-threaded, so the namespace work happens in a single-threaded
+child (labkit/_init.py; see design.md). labkit's fork server (started once, in the warm-up)
+forks that child from a Python that has labkit loaded; "a fresh python -S child" shows what one
+new interpreter per command would cost instead. unshare(1) is a small C program that does the
+same syscalls.
 """
 
 from __future__ import annotations
@@ -16,24 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labkit import namespaces  # noqa: E402
+from benchmarks.timing import report, side_by_side
+from labkit import namespaces
 
 KINDS = ["mnt", "uts", "ipc", "pid", "net"]
 UNSHARE = ["--fork", "--pid", "--mount-proc", "--uts", "--net", "--ipc", "--mount"]
-
-
-def time_once(start) -> float:
-    t0 = time.perf_counter()
-    start()
-    return time.perf_counter() - t0
 
 
 def labkit_true() -> None:
@@ -70,24 +65,15 @@ def main() -> int:
 
     contenders = {
         "unshare(1)": lambda: unshare_true(unshare),
-        "python -S child, bare unshare+fork": unshare_true_in_child,
+        "a fresh python -S child, bare unshare+fork": unshare_true_in_child,
         "labkit namespaces.run": labkit_true,
     }
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for start in contenders.values():  # warm the page cache
-        start()
-    for _ in range(args.runs):  # interleaved, so drift on the machine hits all alike
-        for name, start in contenders.items():
-            samples[name].append(time_once(start))
-
-    base = statistics.median(samples["unshare(1)"])
-    print(f"start-up of `true` in new {'+'.join(KINDS)} namespaces, {args.runs} runs each")
-    print(f"{'':38}{'median':>10}{'p90':>10}{'ratio':>8}")
-    for name, values in samples.items():
-        med = statistics.median(values)
-        p90 = statistics.quantiles(values, n=10)[-1]
-        print(f"{name:38}{med * 1e3:>8.1f}ms{p90 * 1e3:>8.1f}ms{med / base:>7.1f}x")
-    print(f"python: {sys.executable} ({sys.version.split()[0]}), kernel {os.uname().release}")
+    samples = side_by_side(contenders, args.runs)
+    report(
+        f"start-up of `true` in new {'+'.join(KINDS)} namespaces, {args.runs} runs each",
+        samples,
+        "unshare(1)",
+    )
     return 0
 
 

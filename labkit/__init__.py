@@ -6,3 +6,25 @@ need; importing ``labkit`` itself stays cheap because the namespace helper child
 """
 
 __version__ = "0.1.0"
+
+# The public modules, floor by floor (CONTRIBUTING.md): an arrow never points up, and nothing
+# here imports labkit.lab, the lessons' glue on top. Importing labkit imports none of them.
+__all__ = [
+    "sys",  # the syscalls
+    "proc",  # what /proc says about a process
+    "mountinfo",
+    "state",
+    "errors",
+    "namespaces",  # the kernel features, each usable alone
+    "cgroups",
+    "overlay",
+    "rootfs",
+    "layers",
+    "images",
+    "network",
+    "traffic",
+    "container",  # the runtime that composes them
+    "doctor",  # what this host supports, and the cleanup of what labkit made
+    "cleanup",
+    "cli",
+]

@@ -3,16 +3,16 @@
 Why a separate process: a Jupyter kernel has many threads, and the kernel refuses
 ``unshare(CLONE_NEWUSER)`` in a multi-threaded process; a new PID namespace applies only to
 children; and changing the hostname or the mounts of the notebook's own process would change the
-notebook. So ``labkit.namespaces.spawn`` starts this file as a fresh, single-threaded Python
-(``python -I -S labkit/_init.py``) and talks to it over two pipes:
+notebook. So ``labkit.namespaces.spawn`` has the fork server (``forkserver.py``, single-threaded)
+fork a child that runs ``main`` here, and talks to it over two pipes (``channel.py``):
 
     parent (spawn)                         this child
     ---------------------------------------------------------------------------
     writes the spec                  -->   reads it
                                            joins namespaces by path (setns)
                                            unshares the user namespace
-                                     <--   "userns"
-    writes uid_map / gid_map         -->   "maps" (go on)
+                                     <--   "userns_ready"
+    writes uid_map / gid_map         -->   "maps_written" (go on)
                                            unshares the other kinds
                                            forks if a PID or time namespace needs it
                                      <--   "pid" of the process that will exec
@@ -21,71 +21,24 @@ notebook. So ``labkit.namespaces.spawn`` starts this file as a fresh, single-thr
     sees end-of-file: the command runs      the parent knows set-up is complete
 
 Every step is one function, named for what it asks of the kernel, and runs in the order runc
-uses (see kernel-facts.md). A failure is sent to the parent and the child exits 127.
-
-Messages are dicts in ``marshal`` format with a 4-byte length in front: marshal is built into
-the interpreter, while importing ``json`` would add about a third to the child's start-up.
+uses (see kernel-facts.md). A failure is sent to the parent, naming the step, and the child
+exits 127.
 """
 
 from __future__ import annotations
 
-import marshal
 import os
 import signal
-import sys
 import warnings  # noqa: F401  os.execvpe imports it lazily, maybe after we lost access to it
 
-if __name__ == "__main__":
-    # Run as a script: make the package importable without site-packages (-S keeps start-up fast).
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from . import channel as events
+from . import sys as ksys
+from .channel import Channel
 
-from labkit import sys as ksys  # noqa: E402
-
-FLAGS = {
-    "mnt": ksys.CLONE_NEWNS,
-    "uts": ksys.CLONE_NEWUTS,
-    "ipc": ksys.CLONE_NEWIPC,
-    "pid": ksys.CLONE_NEWPID,
-    "net": ksys.CLONE_NEWNET,
-    "user": ksys.CLONE_NEWUSER,
-    "cgroup": ksys.CLONE_NEWCGROUP,
-    "time": ksys.CLONE_NEWTIME,
-}
+FLAGS = ksys.CLONE_FLAGS
 # nsenter's order: the user namespace first (it grants the capabilities the others need), the
 # mount namespace late (after it, /proc paths would resolve inside the new mount table).
 JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "net", "pid", "mnt", "time")
-
-
-class Channel:
-    """The two pipes to the parent: status (child -> parent) and control (parent -> child)."""
-
-    def __init__(self, status_fd: int, control_fd: int):
-        self.status = status_fd
-        self.control = control_fd
-        os.set_inheritable(status_fd, False)  # closes by itself at exec: "set-up done"
-
-    def send(self, event: str, **data) -> None:
-        os.write(self.status, frame({"event": event, **data}))
-
-    def receive(self) -> dict:
-        size = int.from_bytes(read_exactly(self.control, 4), "little")
-        return marshal.loads(read_exactly(self.control, size))
-
-
-def frame(message: dict) -> bytes:
-    """One message on a pipe: its length, then the message in marshal format."""
-    data = marshal.dumps(message)
-    return len(data).to_bytes(4, "little") + data
-
-
-def read_exactly(fd: int, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            raise SystemExit(127)  # the parent went away
-        data += chunk
-    return data
 
 
 # --- the steps, in order ----------------------------------------------------------------------
@@ -111,8 +64,8 @@ def unshare_user(channel: Channel) -> None:
     """A new user namespace first: it owns every namespace created after it."""
     ksys.unshare(ksys.CLONE_NEWUSER)
     # Only a process outside the new namespace may map ids to arbitrary outside ids: ask the parent.
-    channel.send("userns")
-    channel.receive()
+    channel.send(events.USERNS_READY)
+    channel.receive()  # MAPS_WRITTEN
     become_root_inside()
 
 
@@ -154,7 +107,7 @@ def fork_into_namespace(channel: Channel) -> None:
     if pid == 0:
         die_with_parent()
         return
-    channel.send("pid", pid=pid)
+    channel.send(events.PID, pid=pid)
     os.close(channel.status)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda s, _f: os.kill(pid, s))
@@ -242,8 +195,8 @@ def run_as_init(argv: list[str], env: dict[str, str], channel: Channel) -> None:
 # --- the whole sequence -----------------------------------------------------------------------
 
 
-def main(status_fd: int, control_fd: int) -> None:
-    channel = Channel(status_fd, control_fd)
+def main(channel: Channel, fds: list[int]) -> None:
+    """Run the steps the spec asks for, then exec; any failure goes to the parent, named."""
     die_with_parent()
     spec = channel.receive()
     kinds: list[str] = spec["kinds"]
@@ -261,7 +214,7 @@ def main(status_fd: int, control_fd: int) -> None:
         if spec["fork"]:
             fork_into_namespace(channel)
         else:
-            channel.send("pid", pid=os.getpid())
+            channel.send(events.PID, pid=os.getpid())
         step = "setting up mounts"
         if "mnt" in kinds:
             make_mounts_private(spec["propagation"])
@@ -274,12 +227,15 @@ def main(status_fd: int, control_fd: int) -> None:
             step = "entering the root filesystem"
             enter_rootfs(spec["rootfs"], spec["root_method"], spec["mount_proc"])
         if spec["cwd"]:
+            step = "changing the directory"
             os.chdir(spec["cwd"])
         if spec["init"]:
             run_as_init(spec["argv"], spec["env"], channel)
         exec_command(spec["argv"], spec["env"], channel)
-    except OSError as e:
-        fail(channel, step, e)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as e:  # noqa: BLE001  any failure, not only the kernel's, is named
+        channel.fail(step, e)
 
 
 def exec_command(argv: list[str], env: dict[str, str], channel: Channel) -> None:
@@ -288,14 +244,4 @@ def exec_command(argv: list[str], env: dict[str, str], channel: Channel) -> None
         os.execvpe(argv[0], argv, env)
     except OSError as e:
         e.filename = argv[0]  # execvpe names the last PATH entry it tried; the user typed argv[0]
-        fail(channel, "starting the command", e)
-
-
-def fail(channel: Channel, step: str, e: OSError) -> None:
-    filename = os.fsdecode(e.filename) if e.filename is not None else None
-    channel.send("error", step=step, errno=e.errno or 0, message=e.strerror or str(e), filename=filename)
-    os._exit(127)
-
-
-if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+        channel.fail("starting the command", e)

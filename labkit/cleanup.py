@@ -19,12 +19,16 @@ from .state import state_dir
 
 def _stages():
     """(name, leftovers, remove) for each kind of resource, outermost first."""
-    from . import namespaces
+    from . import forkserver, namespaces
     from .container import lifecycle
 
     # Containers first: their processes hold namespaces, cgroups and mounts the others remove.
     stages = [("containers", lifecycle.leftovers, lifecycle.remove_leftovers)]
     stages.append(("processes and namespaces", namespaces.leftovers, namespaces.remove_leftovers))
+    def orphan_inits():
+        return forkserver.leftovers({c.pid for c in lifecycle.list_containers()})
+
+    stages.append(("fork servers", orphan_inits, forkserver.remove_leftovers))
     from . import network
 
     stages.append(("network", network.leftovers, network.remove_leftovers))

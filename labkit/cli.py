@@ -11,11 +11,13 @@ import argparse
 import json
 import sys
 
+from . import course
+from . import sys as ksys
 from .errors import LabkitError
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .lab import doctor
+    from . import doctor
 
     results = doctor.run_checks()
     if args.json:
@@ -42,11 +44,10 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
 # --- namespaces ----------------------------------------------------------------------------------
 
-_KIND_FLAGS = ("mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time")
 
 
 def _kinds_from(args: argparse.Namespace) -> list[str]:
-    return [k for k in _KIND_FLAGS if getattr(args, k, False)]
+    return [k for k in ksys.CLONE_FLAGS if getattr(args, k, False)]
 
 
 def _cmd_ns_run(args: argparse.Namespace) -> int:
@@ -348,7 +349,7 @@ def _exit_code(returncode: int) -> int:
 
 
 def _add_kind_flags(parser: argparse.ArgumentParser, verb: str) -> None:
-    for kind in _KIND_FLAGS:
+    for kind in ksys.CLONE_FLAGS:
         parser.add_argument(f"--{kind}", action="store_true", help=f"{verb} a {kind} namespace")
 
 
@@ -411,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_commands(sub)
     _add_net_commands(sub)
     _add_cgroup_commands(sub)
+    course.add_commands(sub)
     # Later lessons add their areas here (image, net, cgroup, ...).
     return parser
 

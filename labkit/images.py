@@ -150,7 +150,8 @@ class Image:
     def __str__(self) -> str:
         names = ", ".join(self.names) or "<none>"
         count = len(self.diff_ids)
-        return f"{self.short_id}  {names}  ({count} layer{'' if count == 1 else 's'}, {sum(self.sizes)} bytes)"
+        counted = f"{count} layer{'' if count == 1 else 's'}"
+        return f"{self.short_id}  {names}  ({counted}, {sum(self.sizes)} bytes)"
 
     def describe(self) -> str:
         """Id, names, command and each layer's DiffID, ChainID and size, bottom layer first."""
@@ -180,7 +181,8 @@ def list_images() -> list[Image]:
 
 
 def get(ref: str) -> Image:
-    """The image a name (``busybox``, ``busybox:latest``) or an id (or its first 12+ hex) refers to."""
+    """The image a name (``busybox``, ``busybox:latest``) or an id (or its first 12+ hex) refers
+    to."""
     repos = _repositories()
     hexpart = ref.removeprefix("sha256:")
     if re.fullmatch(r"[0-9a-f]{12,64}", hexpart):
@@ -339,7 +341,7 @@ class _Source:
                 if kind:
                     claimed.add_bytes(m.size, f"the archive's member {show(m.name)}")
                 if m.isfile() or m.issym() or m.islnk():
-                    self.members[layers._clean_name(m.name, "the archive holds the member")] = m
+                    self.members[layers.clean_name(m.name, "the archive holds the member")] = m
         except tarfile.TarError as e:
             raise BadInput(
                 f"{show(str(path))} is not a tar archive ({show(str(e), 60, quote=False)}): give a "
@@ -357,7 +359,7 @@ class _Source:
                 "the archive is corrupt."
             )
         try:
-            return layers._clean_name(rel)
+            return layers.clean_name(rel)
         except BadInput:
             raise BadInput(
                 f"the archive's manifest names {show(rel)}, outside the archive: refusing it."
@@ -380,7 +382,7 @@ class _Source:
             else:
                 target = member.linkname
             try:
-                rel = layers._clean_name(target)
+                rel = layers.clean_name(target)
             except BadInput:
                 raise BadInput(
                     f"the archive's {show(rel)} is a link out of the archive: refusing it."
@@ -866,7 +868,8 @@ def commit(
     parent = get(base)
     if not Path(upperdir).is_dir():
         raise BadInput(
-            f"the upper dir {upperdir} does not exist: give the upperdir of a root made from {base}."
+            f"the upper dir {upperdir} does not exist: give the upperdir of a root made from "
+            f"{base}."
         )
     with _Stage() as stage:
         layers.write_layer_file(upperdir, stage.dir / "layer.tar")
@@ -881,7 +884,8 @@ def remove(ref: str) -> list[str]:
     for live in live_overlays():
         if dirs & set(live.lowerdirs):
             raise BadInput(
-                f"the image {ref} is in use by the overlay mounted at {live.merged}: unmount it first."
+                f"the image {ref} is in use by the overlay mounted at {live.merged}: unmount it "
+                "first."
             )
     removed = []
     with _store_lock():
@@ -927,7 +931,8 @@ def mount_root(ref: str, name: str) -> Overlay:
     root = roots_dir() / check_name(name, "root name")
     if root.exists():
         raise BadInput(
-            f"a root named {name!r} exists already: unmount_root({name!r}) first, or pick another name."
+            f"a root named {name!r} exists already: unmount_root({name!r}) first, or pick "
+            "another name."
         )
     try:
         for d in ("upper", "work", "merged"):

@@ -293,7 +293,7 @@ _PATH_MAX = 4095  # bytes in a Linux path, without its final NUL
 _NAME_MAX = 255  # bytes in one component
 
 
-def _clean_name(name: str, what: str = "the layer holds the path") -> str:
+def clean_name(name: str, what: str = "the layer holds the path") -> str:
     """The entry's path relative to the layer root ("./etc/" -> "etc"), or a BadInput."""
     if "\0" in name:
         raise BadInput(f"{what} {show(name)}, which holds a NUL byte: no file can have that name.")
@@ -329,7 +329,7 @@ def check_member(member: tarfile.TarInfo) -> str:
 
     The first line of defence, from the names alone; ``_Extract`` then walks the real tree.
     """
-    rel = _clean_name(member.name)
+    rel = clean_name(member.name)
     if member.ischr() or member.isblk() or member.isfifo():
         kind = (
             "character device" if member.ischr() else "block device" if member.isblk() else "fifo"
@@ -352,7 +352,7 @@ def check_member(member: tarfile.TarInfo) -> str:
                 "outside the layer: refusing it; links must stay inside the image's root."
             )
     if member.islnk():
-        _clean_name(member.linkname, f"the layer's hard link {show(member.name)} names")
+        clean_name(member.linkname, f"the layer's hard link {show(member.name)} names")
     if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
         raise BadInput(
             f"the layer holds {show(member.name)} of an unknown tar type {member.type!r}: "
@@ -382,7 +382,7 @@ def _filter_probe(member: tarfile.TarInfo, rel: str, dest: str) -> None:
     if member.issym():
         probe = member.replace(name=rel, linkname="placeholder", deep=False)
     elif member.islnk():
-        probe = member.replace(name=rel, linkname=_clean_name(member.linkname), deep=False)
+        probe = member.replace(name=rel, linkname=clean_name(member.linkname), deep=False)
     else:
         probe = member.replace(name=rel, deep=False)
     try:
@@ -603,7 +603,7 @@ class _Extract:
         os.fchmod(fd, member.mode & 0o7777)
 
     def _hardlink(self, fd: int, base: str, rel: str, member: tarfile.TarInfo) -> None:
-        target = _clean_name(member.linkname)
+        target = clean_name(member.linkname)
         if target not in self.files:
             raise BadInput(
                 f"the layer's hard link {show(member.name)} -> {show(member.linkname)} names no "
@@ -759,7 +759,8 @@ def _add_entry(archive: tarfile.TarFile, path: Path, rel: str, seen: dict) -> No
 
 
 def _depth_first(directory: Path):
-    """Every path below *directory*, sorted, each directory followed by its contents (as tar does)."""
+    """Every path below *directory*, sorted, each directory followed by its contents (as tar
+    does)."""
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
         yield Path(entry.path)
         if entry.is_dir(follow_symlinks=False):

@@ -5,8 +5,8 @@ the network stack, ...) so that the processes inside see their own instance of i
 belongs to exactly one namespace of every kind; ``/proc/PID/ns/KIND`` is a handle to it, and two
 processes share a namespace exactly when those handles have the same inode number.
 
-This module asks the kernel for namespaces in three ways, all in a fresh child process
-(``labkit/_init.py``), never in the caller's own:
+This module asks the kernel for namespaces in three ways, all in a single-threaded child process
+(``labkit/_init.py``, forked by ``labkit/forkserver.py``), never in the caller's own:
 - ``spawn``/``run``: ``unshare()`` new namespaces, then exec a command in them;
 - ``enter``: ``setns()`` into the namespaces of a running process (what ``nsenter`` does);
 - ``persist``: bind-mount a namespace file so the namespace outlives its processes (what
@@ -15,20 +15,16 @@ This module asks the kernel for namespaces in three ways, all in a fresh child p
 
 from __future__ import annotations
 
-import marshal
 import os
-import select
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
-from . import mountinfo
+from . import channel, forkserver, mountinfo
 from . import sys as ksys
-from ._init import frame
 from .errors import BadInput, LabkitError, MissingFeature, NotRoot
 from .state import check_name, state_dir
 
@@ -43,24 +39,21 @@ class Kind:
     since: str  # the kernel release that completed it
 
 
-KINDS: dict[str, Kind] = {
-    k.name: k
-    for k in (
-        Kind("mnt", ksys.CLONE_NEWNS, "the mount table: which file systems are mounted where", "2.4.19"),
-        Kind("uts", ksys.CLONE_NEWUTS, "the hostname and NIS domain name", "2.6.19"),
-        Kind("ipc", ksys.CLONE_NEWIPC, "System V IPC objects and POSIX message queues", "2.6.19"),
-        Kind("pid", ksys.CLONE_NEWPID, "process ids: the first process inside is PID 1", "2.6.24"),
-        Kind("net", ksys.CLONE_NEWNET, "interfaces, addresses, routes, firewall rules, ports", "2.6.29"),
-        Kind("user", ksys.CLONE_NEWUSER, "user and group ids, and the capabilities that go with them", "3.8"),
-        Kind("cgroup", ksys.CLONE_NEWCGROUP, "the view of the cgroup tree: its root is the process's cgroup", "4.6"),
-        Kind("time", ksys.CLONE_NEWTIME, "the monotonic and boot-time clocks", "5.6"),
-    )
+# What each kind in ksys.CLONE_FLAGS isolates, and the kernel release that completed it.
+_ABOUT = {
+    "mnt": ("the mount table: which file systems are mounted where", "2.4.19"),
+    "uts": ("the hostname and NIS domain name", "2.6.19"),
+    "ipc": ("System V IPC objects and POSIX message queues", "2.6.19"),
+    "pid": ("process ids: the first process inside is PID 1", "2.6.24"),
+    "net": ("interfaces, addresses, routes, firewall rules, ports", "2.6.29"),
+    "user": ("user and group ids, and the capabilities that go with them", "3.8"),
+    "cgroup": ("the view of the cgroup tree: its root is the process's cgroup", "4.6"),
+    "time": ("the monotonic and boot-time clocks", "5.6"),
 }
+KINDS: dict[str, Kind] = {k: Kind(k, flag, *_ABOUT[k]) for k, flag in ksys.CLONE_FLAGS.items()}
 
 # Creating a PID or time namespace changes what the caller's *children* get, so the helper forks.
 _FORKING_KINDS = {"pid", "time"}
-
-_INIT = Path(__file__).with_name("_init.py")
 
 DEFAULT_UID_MAP = "0 100000 65536"
 SETUP_TIMEOUT = 30.0  # seconds the helper child may take to set up before we give up
@@ -226,7 +219,7 @@ class Process:
             self.kill()
             return self.wait()
 
-    def __enter__(self) -> Process:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -414,28 +407,13 @@ def _check_kernel_has(kinds: list[str]) -> None:
 
 
 def _start(spec, uids, gids, stdin, stdout, stderr, text) -> Process:
-    """Start the helper child and walk it through set-up over the status/control pipes."""
-    status_r, status_w = os.pipe()
-    control_r, control_w = os.pipe()
+    """Have the fork server start the helper child, and walk it through set-up."""
+    popen, pipes = forkserver.launch("namespaces", stdin=stdin, stdout=stdout, stderr=stderr,
+                                     text=text)
     try:
-        popen = subprocess.Popen(
-            # The state directory names the labkit instance this helper belongs to, so that
-            # `labkit cleanup` for one state directory leaves another's helpers alone.
-            [sys.executable, "-I", "-S", str(_INIT), str(status_w), str(control_r), str(state_dir())],
-            pass_fds=(status_w, control_r),
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            text=text,
-            close_fds=True,
-        )
-    finally:
-        os.close(status_w)
-        os.close(control_r)
-    try:
-        with os.fdopen(control_w, "wb", buffering=0) as control, os.fdopen(status_r, "rb", buffering=0) as status:
-            control.write(frame(spec))
-            pid = _follow_setup(popen, status, control, uids, gids)
+        with pipes:
+            pipes.send(spec)
+            pid = _follow_setup(popen, pipes, uids, gids)
     except BaseException:
         if popen.poll() is None:
             popen.kill()
@@ -444,32 +422,17 @@ def _start(spec, uids, gids, stdin, stdout, stderr, text) -> Process:
     return Process(popen, pid, spec["argv"])
 
 
-def _follow_setup(popen, status, control, uids, gids) -> int:
-    """Read the child's messages until its exec closes the pipe; return the command's PID."""
-    deadline = time.monotonic() + SETUP_TIMEOUT
-    buffer = b""
+def _follow_setup(popen, pipes: channel.Parent, uids, gids) -> int:
+    """Answer the child's messages until its exec closes the pipe; return the command's PID."""
     pid = None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([status], [], [], left)[0]:
-            raise LabkitError(
-                f"the namespace helper did not finish setting up within {SETUP_TIMEOUT:.0f} s; "
-                "it was killed (is the machine overloaded?)."
-            )
-        chunk = status.read(4096)
-        if not chunk:
-            break  # every copy of the pipe is closed: the command was exec'd
-        buffer += chunk
-        while len(buffer) >= 4 and len(buffer) >= 4 + int.from_bytes(buffer[:4], "little"):
-            size = int.from_bytes(buffer[:4], "little")
-            event, buffer = marshal.loads(buffer[4 : 4 + size]), buffer[4 + size :]
-            if event["event"] == "userns":
-                _write_id_maps(popen.pid, uids, gids)
-                control.write(frame({"event": "maps"}))
-            elif event["event"] == "pid":
-                pid = event["pid"]
-            elif event["event"] == "error":
-                raise _error_from(event)
+    for event in pipes.events(SETUP_TIMEOUT, "the namespace helper"):
+        if event["event"] == channel.USERNS_READY:
+            _write_id_maps(popen.pid, uids, gids)
+            pipes.send({"event": channel.MAPS_WRITTEN})
+        elif event["event"] == channel.PID:
+            pid = event["pid"]
+        elif event["event"] == channel.ERROR:
+            raise _error_from(channel.StepFailed.from_event(event))
     if pid is None:
         popen.wait()
         raise LabkitError(
@@ -479,14 +442,15 @@ def _follow_setup(popen, status, control, uids, gids) -> int:
     return pid
 
 
-def _error_from(event: dict) -> Exception:
+def _error_from(failed: channel.StepFailed) -> Exception:
     """Rebuild the child's failure as an OSError that keeps its errno, with a hint where we can."""
-    message = event["message"]
-    if event["step"] == "starting the command" and event["errno"] == 2:
-        return BadInput(f"command not found: {event['filename'] or message} (inside the new "
+    if failed.step == "starting the command" and failed.errno == 2:
+        return BadInput(f"command not found: {failed.filename or failed.message} (inside the new "
                         "namespaces; check the PATH and the root filesystem).")
-    err = OSError(event["errno"], f"{message} (while {event['step']})")
-    err.filename = event.get("filename")
+    if not failed.errno:  # not the kernel's refusal: a bug or a bad value
+        return LabkitError(f"{failed.message} ({failed.type}, while {failed.step})")
+    err = OSError(failed.errno, f"{failed.message} (while {failed.step})")
+    err.filename = failed.filename
     return err
 
 
@@ -640,20 +604,7 @@ def release(name: str) -> None:
 
 def _helper_processes() -> list[int]:
     """PIDs of this state directory's namespace helpers (relays and inits) still running."""
-    found = []
-    wanted = [str(_INIT).encode(), str(state_dir()).encode()]
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue  # the process has exited meanwhile
-        # python -I -S .../labkit/_init.py STATUS_FD CONTROL_FD STATE_DIR
-        if len(args) >= 7 and [args[3], args[6]] == wanted:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, comm in forkserver.processes() if comm == forkserver.ENTRIES["namespaces"]]
 
 
 def leftovers() -> list[str]:

@@ -110,7 +110,7 @@ def require_netns(name: str) -> str:
 
 
 @contextlib.contextmanager
-def _netlink(call: str) -> Iterator[None]:
+def netlink_call(call: str) -> Iterator[None]:
     """Turn pyroute2's NetlinkError into an OSError that keeps the errno and names the request."""
     try:
         yield
@@ -166,7 +166,8 @@ def rtnl(netns: str | None = None) -> Iterator[IPRoute]:
 _sockets = threading.local()
 
 
-def _index(ipr: IPRoute, ifname: str, netns: str | None = None) -> int:
+def ifindex(ipr: IPRoute, ifname: str, netns: str | None = None) -> int:
+    """The kernel's index of interface *ifname* (RTM_GETLINK), or a BadInput naming the fix."""
     found = ipr.link_lookup(ifname=ifname)
     if not found:
         where = f"network namespace {netns!r}" if netns else "the host"
@@ -267,16 +268,16 @@ def links(netns: str | None = None) -> list[Link]:
 
 def link_up(ifname: str, netns: str | None = None) -> None:
     """Set IFF_UP on *ifname* (RTM_NEWLINK): a new interface starts down, lo included."""
-    with rtnl(netns) as ipr, _netlink(f"RTM_NEWLINK({ifname} up)"):
-        ipr.link("set", index=_index(ipr, ifname, netns), state="up")
+    with rtnl(netns) as ipr, netlink_call(f"RTM_NEWLINK({ifname} up)"):
+        ipr.link("set", index=ifindex(ipr, ifname, netns), state="up")
 
 
 def link_delete(ifname: str) -> None:
     """Delete host interface *ifname*; deleting one end of a veth pair deletes both."""
     check_ifname(ifname)
     with rtnl() as ipr:
-        index = _index(ipr, ifname)
-        with _netlink(f"RTM_DELLINK({ifname})"):
+        index = ifindex(ipr, ifname)
+        with netlink_call(f"RTM_DELLINK({ifname})"):
             ipr.link("del", index=index)
 
 
@@ -292,7 +293,7 @@ def veth_add(ifname: str, netns: str, peer: str = "eth0") -> Link:
     with rtnl() as ipr:
         if ipr.link_lookup(ifname=ifname):
             raise BadInput(f"interface {ifname!r} exists already on the host: choose another name.")
-        with _netlink(f"RTM_NEWLINK(veth {ifname} peer {peer} netns {netns})"):
+        with netlink_call(f"RTM_NEWLINK(veth {ifname} peer {peer} netns {netns})"):
             # IFLA_NET_NS_FD on the peer: the kernel creates that end directly in the namespace.
             ipr.link("add", ifname=ifname, kind="veth", peer={"ifname": peer, "net_ns_fd": netns})
     return next(link for link in links() if link.ifname == ifname)
@@ -304,10 +305,10 @@ def addr_add(ifname: str, address: str, netns: str | None = None) -> None:
     The kernel adds the route to the prefix by itself: the subnet is on that link.
     """
     iface = _interface(address)
-    with rtnl(netns) as ipr, _netlink(f"RTM_NEWADDR({ifname} {address})"):
+    with rtnl(netns) as ipr, netlink_call(f"RTM_NEWADDR({ifname} {address})"):
         ipr.addr(
             "add",
-            index=_index(ipr, ifname, netns),
+            index=ifindex(ipr, ifname, netns),
             address=str(iface.ip),
             prefixlen=iface.network.prefixlen,
         )
@@ -315,7 +316,7 @@ def addr_add(ifname: str, address: str, netns: str | None = None) -> None:
 
 def route_add_default(gateway: str, netns: str) -> None:
     """Send everything with no more specific route to *gateway* (RTM_NEWROUTE 0.0.0.0/0)."""
-    with rtnl(netns) as ipr, _netlink(f"RTM_NEWROUTE(default via {gateway})"):
+    with rtnl(netns) as ipr, netlink_call(f"RTM_NEWROUTE(default via {gateway})"):
         ipr.route("add", dst="0.0.0.0/0", gateway=str(ipaddress.ip_address(gateway)))
 
 
@@ -403,11 +404,11 @@ def bridge_add(ifname: str, subnet: str | None = None) -> Bridge:
     with rtnl() as ipr:
         if ipr.link_lookup(ifname=ifname):
             raise BadInput(f"interface {ifname!r} exists already on the host: choose another name.")
-        with _netlink(f"RTM_NEWLINK(bridge {ifname})"):
+        with netlink_call(f"RTM_NEWLINK(bridge {ifname})"):
             ipr.link("add", ifname=ifname, kind="bridge")
-        index = _index(ipr, ifname)
+        index = ifindex(ipr, ifname)
         try:
-            with _netlink(f"RTM_NEWADDR({ifname} {gateway}/{net.prefixlen})"):
+            with netlink_call(f"RTM_NEWADDR({ifname} {gateway}/{net.prefixlen})"):
                 ipr.addr("add", index=index, address=str(gateway), prefixlen=net.prefixlen)
                 ipr.link("set", index=index, state="up")
         except OSError:
@@ -501,8 +502,9 @@ def connect(
             )
     veth_add(host_end, netns, ifname)
     try:
-        with rtnl() as ipr, _netlink(f"RTM_NEWLINK({host_end} master {br.ifname} up)"):
-            ipr.link("set", index=_index(ipr, host_end), master=_index(ipr, br.ifname), state="up")
+        with rtnl() as ipr, netlink_call(f"RTM_NEWLINK({host_end} master {br.ifname} up)"):
+            master = ifindex(ipr, br.ifname)
+            ipr.link("set", index=ifindex(ipr, host_end), master=master, state="up")
         with rtnl(netns):  # one socket in the namespace for the four requests
             addr_add(ifname, str(iface), netns)
             link_up("lo", netns)
@@ -538,7 +540,8 @@ def _nft(*commands: str) -> str:
     exe = _nft_exe()
     if exe is None:
         raise MissingFeature(
-            "NAT and published ports need nftables' nft command: install it (apt-get install nftables)."
+            "NAT and published ports need nftables' nft command: install it "
+            "(apt-get install nftables)."
         )
     proc = subprocess.run(
         [exe, "-f", "-"],

@@ -15,6 +15,8 @@ import ctypes
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# The same library, called while holding the interpreter's lock, as os.fork calls fork().
+_libc_with_gil = ctypes.PyDLL(None, use_errno=True)
 
 # Namespace flags, from <linux/sched.h>: one bit per kind of namespace.
 CLONE_NEWNS = 0x00020000  # mount namespace (the first one, hence the generic name)
@@ -25,6 +27,25 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWTIME = 0x00000080
+CLONE_PARENT = 0x00008000  # the new process is a sibling of the caller, not its child
+
+# The eight kinds of namespace, named as in /proc/PID/ns (and in that order), and the flag that
+# asks for each. The one list of kinds: namespaces.KINDS, the init child and the CLI read it.
+CLONE_FLAGS = {
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "user": CLONE_NEWUSER,
+    "cgroup": CLONE_NEWCGROUP,
+    "time": CLONE_NEWTIME,
+}
+# Each flag's name in <linux/sched.h>: the mount namespace was the first, hence CLONE_NEWNS.
+CLONE_NAMES = {
+    flag: "CLONE_NEWNS" if kind == "mnt" else f"CLONE_NEW{kind.upper()}"
+    for kind, flag in CLONE_FLAGS.items()
+}
 
 # Mount flags, from <linux/mount.h>.
 MS_RDONLY = 1
@@ -63,23 +84,12 @@ PR_CAP_AMBIENT_RAISE = 2
 
 # pivot_root has no wrapper in glibc: it is called by number, which differs per architecture.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "arm64": 41}
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "arm64": 220}
 
 
 def _flag_names(flags: int, names: dict[int, str]) -> str:
     parts = [name for bit, name in names.items() if flags & bit]
     return "|".join(parts) or str(flags)
-
-
-_CLONE_NAMES = {
-    CLONE_NEWNS: "CLONE_NEWNS",
-    CLONE_NEWCGROUP: "CLONE_NEWCGROUP",
-    CLONE_NEWUTS: "CLONE_NEWUTS",
-    CLONE_NEWIPC: "CLONE_NEWIPC",
-    CLONE_NEWUSER: "CLONE_NEWUSER",
-    CLONE_NEWPID: "CLONE_NEWPID",
-    CLONE_NEWNET: "CLONE_NEWNET",
-    CLONE_NEWTIME: "CLONE_NEWTIME",
-}
 
 
 def _check(result: int, call: str) -> int:
@@ -100,7 +110,7 @@ def unshare(flags: int) -> None:
     A new PID or time namespace applies to the children created afterwards, not to the caller.
     A new user namespace is refused (EINVAL) in a process with more than one thread.
     """
-    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({_flag_names(flags, _CLONE_NAMES)})")
+    _check(_libc.unshare(ctypes.c_int(flags)), f"unshare({_flag_names(flags, CLONE_NAMES)})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
@@ -109,7 +119,7 @@ def setns(fd: int, nstype: int = 0) -> None:
     *fd* is an open ``/proc/PID/ns/KIND`` file; *nstype* (a CLONE_NEW* flag, or 0 for any) makes
     the kernel check that the file is of the expected kind.
     """
-    name = _flag_names(nstype, _CLONE_NAMES) if nstype else "0"
+    name = _flag_names(nstype, CLONE_NAMES) if nstype else "0"
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({fd}, {name})")
 
 
@@ -133,12 +143,35 @@ def pivot_root(new_root: str, put_old: str) -> None:
     shared mount. ``pivot_root(".", ".")`` stacks the old root on top of the new one, so it can
     be detached with ``umount2(".", MNT_DETACH)`` without a directory to put it in.
     """
-    machine = os.uname().machine
-    number = _SYS_PIVOT_ROOT.get(machine)
-    if number is None:
-        raise OSError(0, f"pivot_root: labkit does not know its syscall number on {machine}")
+    number = _syscall_number(_SYS_PIVOT_ROOT, "pivot_root")
     result = _libc.syscall(ctypes.c_long(number), _b(new_root), _b(put_old))
     _check(result, f"pivot_root({new_root!r}, {put_old!r})")
+
+
+def _syscall_number(table: dict[str, int], call: str) -> int:
+    machine = os.uname().machine
+    if machine not in table:
+        raise OSError(0, f"{call}: labkit does not know its syscall number on {machine}")
+    return table[machine]
+
+
+def clone_parent() -> int:
+    """fork(), except that the new process is our parent's child, not ours (``CLONE_PARENT``).
+
+    Returns the child's PID in the caller and 0 in the child. The child's exit is reported to
+    our parent, who waits for it; we never have to reap it. glibc wraps clone() only for a
+    child that runs on a new stack, so this is the raw system call, made with the interpreter's
+    lock held (PyDLL) and wrapped in the bookkeeping ``os.fork`` does around fork().
+    """
+    number = _syscall_number(_SYS_CLONE, "clone")
+    flags = CLONE_PARENT | 17  # SIGCHLD: the exit signal our parent expects
+    ctypes.pythonapi.PyOS_BeforeFork()
+    pid = _libc_with_gil.syscall(ctypes.c_long(number), ctypes.c_ulong(flags), None, None, None, None)
+    if pid == 0:
+        ctypes.pythonapi.PyOS_AfterFork_Child()
+        return 0
+    ctypes.pythonapi.PyOS_AfterFork_Parent()
+    return _check(pid, "clone(CLONE_PARENT)")
 
 
 def sethostname(name: str) -> None:

@@ -33,7 +33,7 @@ from pyroute2 import netns as pyroute2_netns
 
 from . import namespaces
 from .errors import BadInput, LabkitError, MissingFeature, require_root
-from .network import _index, _netlink, links, require_netns, rtnl
+from .network import ifindex, links, netlink_call, require_netns, rtnl
 
 TC_H_ROOT = 0xFFFFFFFF  # the parent of a root qdisc
 TBF_HANDLE = 0x10000  # 1:  the root qdisc
@@ -88,7 +88,7 @@ def shape(
         )
     unshape(ifname, netns)
     with rtnl(netns) as ipr:
-        index = _index(ipr, ifname, netns)
+        index = ifindex(ipr, ifname, netns)
         try:
             parent = "root"
             if rate_mbit is not None:
@@ -96,7 +96,7 @@ def shape(
                 # A bucket of 5 ms of traffic (but at least two full frames) keeps bursts short,
                 # so what a second of traffic measures is the rate.
                 burst = max(int(rate / 200), 3200)
-                with _netlink(f"RTM_NEWQDISC({ifname} root tbf rate {rate_mbit:g}mbit)"):
+                with netlink_call(f"RTM_NEWQDISC({ifname} root tbf rate {rate_mbit:g}mbit)"):
                     ipr.tc(
                         "add",
                         "tbf",
@@ -110,7 +110,7 @@ def shape(
             if delay_ms is not None:
                 kwargs = {"parent": parent} if parent != "root" else {}
                 try:
-                    with _netlink(f"RTM_NEWQDISC({ifname} netem delay {delay_ms:g}ms)"):
+                    with netlink_call(f"RTM_NEWQDISC({ifname} netem delay {delay_ms:g}ms)"):
                         ipr.tc(
                             "add",
                             "netem",
@@ -122,8 +122,8 @@ def shape(
                 except OSError as e:
                     if e.errno == errno.ENOENT:
                         raise MissingFeature(
-                            "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM), so it cannot add "
-                            "delay: shape with rate_mbit only, or use a kernel that has netem."
+                            "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM), so it cannot "
+                            "add delay: shape with rate_mbit only, or use a kernel that has netem."
                         ) from None
                     raise
         except BaseException:
@@ -149,12 +149,12 @@ def _delete_root(ipr, index: int, kind: str, handle: int) -> None:
 def unshape(ifname: str, netns: str | None = None) -> None:
     """Delete labkit's root qdisc on *ifname*, if any: the interface gets its default back."""
     with rtnl(netns) as ipr:
-        index = _index(ipr, ifname, netns)
+        index = ifindex(ipr, ifname, netns)
         for qdisc in ipr.get_qdiscs(index=index):
             if qdisc["parent"] == TC_H_ROOT and qdisc["handle"] in (TBF_HANDLE, NETEM_HANDLE):
                 # Deleting the root qdisc deletes its children too (netem below tbf).
                 kind = qdisc.get_attr("TCA_KIND")
-                with _netlink(f"RTM_DELQDISC({ifname} root {kind})"):
+                with netlink_call(f"RTM_DELQDISC({ifname} root {kind})"):
                     _delete_root(ipr, index, kind, qdisc["handle"])
 
 
@@ -162,7 +162,7 @@ def shaping(ifname: str, netns: str | None = None) -> Shaping:
     """Read back what tbf and netem on *ifname* do (RTM_GETQDISC)."""
     rate = delay = None
     with rtnl(netns) as ipr:
-        for qdisc in ipr.get_qdiscs(index=_index(ipr, ifname, netns)):
+        for qdisc in ipr.get_qdiscs(index=ifindex(ipr, ifname, netns)):
             kind = qdisc.get_attr("TCA_KIND")
             options = qdisc.get_attr("TCA_OPTIONS")
             if kind == "tbf" and options is not None:
@@ -219,7 +219,8 @@ class Ping:
 def ping(
     netns: str, address: str, count: int = 1, timeout: float = 1.0, interval: float = 0.05
 ) -> Ping:
-    """Ping *address* from inside *netns* with busybox: *count* echo requests, *timeout* s to wait."""
+    """Ping *address* from inside *netns* with busybox: *count* echo requests, *timeout* s to
+    wait."""
     ip = ipaddress.ip_address(address)
     if not 1 <= count <= 100:
         raise BadInput(f"count {count} is not usable: ping 1 to 100 times.")
@@ -258,7 +259,7 @@ def latency(netns: str, address: str, count: int = 5) -> float:
     return result.rtt_ms
 
 
-# --- TCP between two namespaces ---------------------------------------------------------------------
+# --- TCP between two namespaces ------------------------------------------------------------------
 
 
 def socket_in(netns: str, kind: int = socket.SOCK_STREAM) -> socket.socket:
@@ -290,7 +291,8 @@ def listen(netns: str, address: str, port: int) -> Iterator[socket.socket]:
 def tcp_connect(
     src_netns: str, dst_netns: str, address: str, port: int = 7, timeout: float = 1.0
 ) -> bool:
-    """Whether a TCP connection from *src_netns* reaches a listener on *address*:*port* in *dst_netns*."""
+    """Whether a TCP connection from *src_netns* reaches a listener on *address*:*port* in
+    *dst_netns*."""
     with listen(dst_netns, address, port), contextlib.closing(socket_in(src_netns)) as sock:
         sock.settimeout(timeout)
         try:

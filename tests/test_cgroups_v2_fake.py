@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from labkit.cgroups import Cgroup, Layout
-from labkit.cgroups import cgroup as cgroup_mod
+from labkit.cgroups import base as base_mod
 from labkit.cgroups import layout as layout_mod
 from labkit.errors import BadInput, MissingFeature
 
@@ -78,8 +78,8 @@ def fake_kernel(monkeypatch):
     def remove_dir(path: Path, deadline: float) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
-    monkeypatch.setattr(cgroup_mod, "make_dir", make_dir)
-    monkeypatch.setattr(cgroup_mod, "remove_dir", remove_dir)
+    monkeypatch.setattr(base_mod, "make_dir", make_dir)
+    monkeypatch.setattr(base_mod, "remove_dir", remove_dir)
 
 
 @pytest.fixture
@@ -155,14 +155,14 @@ def test_bad_values_and_missing_controllers_write_nothing(tree, tmp_path):
 def test_a_kernel_refusal_half_way_puts_back_what_was_written(tree, monkeypatch):
     """FAKE kernel: pids.max refuses with EBUSY after memory.max and cpu.max were written."""
     box = Cgroup.create("demo", layout=tree)
-    real_write = cgroup_mod.write
+    real_write = base_mod.write
 
     def refusing_write(path: Path, value: str) -> None:
         if path.name == "pids.max":
             raise OSError(errno.EBUSY, f"write({str(path)!r}, {value!r}): Device or resource busy")
         real_write(path, value)
 
-    monkeypatch.setattr(cgroup_mod, "write", refusing_write)
+    monkeypatch.setattr(base_mod, "write", refusing_write)
     with pytest.raises(OSError) as refused:
         box.set(memory="64M", cpus=0.5, pids=5)
     assert refused.value.errno == errno.EBUSY
@@ -269,4 +269,4 @@ def test_layout_parsing_of_proc_files():
         ("cgroup", ("memory",)),
         ("cgroup", ("cpu", "cpuacct")),
     ]
-    assert layout_mod._relative("/docker/abc/x", "/docker/abc") == "/x"
+    assert layout_mod.relative_to_root("/docker/abc/x", "/docker/abc") == "/x"

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import rootfs
+from labkit import doctor, rootfs
 from labkit import sys as ksys
-from labkit.lab import doctor
-from labkit.lab.doctor import FAIL, OK, WARN, Host
+from labkit.doctor import FAIL, OK, WARN, Host
 from labkit.namespaces import KINDS
 
 from .conftest import run_as_nobody

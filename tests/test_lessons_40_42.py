@@ -13,7 +13,6 @@ import os
 import pytest
 
 from labkit import mountinfo
-from labkit.cgroups import devices
 from labkit.errors import BadInput
 from labkit.lab import container as lab
 
@@ -99,9 +98,8 @@ def test_every_attack_works_without_defences_and_none_with_all(lesson_disk):
     assert open_["disk"][1] == "read 512 bytes: LABKIT LESSON DISK"
     closed = lab.attack(lab.DEFENCES)
     stopped = {name for name, (worked, _) in closed.items() if not worked}
-    # On cgroup v2 labkit has no eBPF device filter yet: the disk is read there.
-    expected = set(lab.ATTACKS) - (set() if devices.hierarchy() else {"disk"})
-    assert stopped == expected, closed
+    # The disk is guarded by the device cgroup: v1's devices list, v2's eBPF program.
+    assert stopped == set(lab.ATTACKS), closed
     assert closed["setuid"][1] == "must be suid to work properly"
     assert lab.chroot_escape_with(lab.DEFENCES)  # no pivot_root: the rest does not help
 

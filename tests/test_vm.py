@@ -207,14 +207,16 @@ def test_the_repository_is_copied_without_the_hosts_venv(tmp_path):
 
 
 def provision(
-    root: Path, bin_dir: Path, *args: str, userns_switch: Path | None = None
+    root: Path, bin_dir: Path, *args: str, userns_switch: Path | None = None, env=None
 ) -> subprocess.CompletedProcess:
-    """provision-vm into the scratch root; AppArmor's userns switch at *userns_switch* (none)."""
+    """provision-vm into the scratch root; AppArmor's userns switch at *userns_switch* (none);
+    *env*: more settings for it."""
     env = {
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "LABKIT_DESTDIR": str(root),
         "SYSTEMCTL_LOG": str(bin_dir / "systemctl.log"),
         "LABKIT_USERNS_SYSCTL": str(userns_switch or bin_dir / "no-such-switch"),
+        **(env or {}),
     }
     return subprocess.run(
         ["bash", str(PROVISION), *args],

@@ -13,181 +13,27 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInput, MissingFeature, require_root
-from ..state import PREFIX, check_name, state_dir
+from ..state import PREFIX, check_name
 from . import layout as layout_mod
-from .units import Limits, format_size, parse_limits
+from .base import (
+    Pressure,
+    Stats,
+    is_ours,
+    kill_all,
+    read,
+    read_stats,
+    rmdir_if_empty,
+    write,
+    write_all,
+)
+from .units import Limits, parse_limits
 
-TAG = "user.labkit.state_dir"
-
-
-# --- the kernel's files ---------------------------------------------------------------------------
-
-
-def read(path: Path) -> str:
-    """The text of one cgroup file."""
-    with open(path) as f:
-        return f.read().strip()
-
-
-def write(path: Path, value: str) -> None:
-    """Write *value* to one cgroup file in a single write(2): that is how the kernel parses it."""
-    try:
-        fd = os.open(
-            path, os.O_WRONLY | os.O_TRUNC
-        )  # O_TRUNC as `echo >` does; cgroupfs ignores it
-    except OSError as e:
-        raise OSError(e.errno, f"open({str(path)!r}): {os.strerror(e.errno)}") from None
-    try:
-        os.write(fd, value.encode())
-    except OSError as e:
-        raise OSError(e.errno, f"write({str(path)!r}, {value!r}): {os.strerror(e.errno)}") from None
-    finally:
-        os.close(fd)
-
-
-def keyed(text: str) -> dict[str, str]:
-    """A flat-keyed cgroup file (``memory.events``, ``cpu.stat``) as {key: value}."""
-    return dict(line.split(None, 1) for line in text.splitlines() if " " in line.strip())
-
-
-def write_all(writes: list[tuple[Path, str]]) -> None:
-    """Write every (file, value) in order; if the kernel refuses one, put back those written.
-
-    Each file's old value is read first, so a refusal half-way (EBUSY: the group already uses
-    more memory than the new limit) leaves the cgroup as it was.
-    """
-    old = [(path, read(path)) for path, _value in writes]
-    done: list[tuple[Path, str]] = []
-    try:
-        for path, value in writes:
-            write(path, value)
-            done.append((path, value))
-    except OSError:
-        for path, value in reversed(old[: len(done)]):
-            try:
-                write(path, value)
-            except OSError:
-                pass  # best effort: the original error is the one to report
-        raise
-
-
-def make_dir(path: Path) -> None:
-    """mkdir a cgroup and tag it with our state directory; the kernel fills it with its files."""
-    os.mkdir(path)
-    try:
-        os.setxattr(path, TAG, str(state_dir()).encode())
-    except OSError as e:
-        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise  # kernels before 5.7 have no user xattrs on cgroupfs: then all are "ours"
-
-
-def is_ours(path: Path) -> bool:
-    """Whether the cgroup at *path* was made for the current state directory."""
-    try:
-        return os.getxattr(path, TAG).decode() == str(state_dir())
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return str(state_dir()) == "/run/labkit"  # untagged: the default state dir's
-        return False  # gone meanwhile
-
-
-def rmdir_if_empty(path: Path) -> None:
-    """rmdir the shared labkit/ directory once its last cgroup is gone; keep it otherwise."""
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass  # another cgroup (perhaps another shell's) still lives there
-
-
-def remove_dir(path: Path, deadline: float) -> None:
-    """rmdir a cgroup; the kernel says EBUSY for a moment after its last process died."""
-    while True:
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            if e.errno != errno.EBUSY or time.monotonic() > deadline:
-                raise OSError(e.errno, f"rmdir({str(path)!r}): {os.strerror(e.errno)}") from None
-            time.sleep(0.01)
-
-
-# --- what a student reads -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pressure:
-    """Pressure stall information (PSI) for one resource: how long tasks waited for it.
-
-    ``some``: at least one task was stalled; ``full``: all were. avg10 is the share of the last
-    10 s (in %), total the stalled time since the cgroup was made (µs).
-    """
-
-    some_avg10: float
-    some_total_us: int
-    full_avg10: float | None = None
-    full_total_us: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Pressure:
-        rows = {}
-        for line in text.splitlines():
-            kind, *pairs = line.split()
-            rows[kind] = dict(p.split("=") for p in pairs)
-        some, full = rows["some"], rows.get("full")
-        return cls(
-            float(some["avg10"]),
-            int(some["total"]),
-            float(full["avg10"]) if full else None,
-            int(full["total"]) if full else None,
-        )
-
-
-@dataclass(frozen=True)
-class Stats:
-    """The kernel's counters for one cgroup, in the same units on v1 and v2."""
-
-    memory_current: int  # bytes charged to the group now
-    memory_peak: int | None  # the most it was ever charged (None: kernel before 5.19 on v2)
-    oom_kills: int  # processes the OOM killer killed because of this group's limit
-    cpu_usage_us: int  # CPU time the group's tasks used
-    cpu_periods: int  # CFS periods in which the group could run
-    cpu_throttled: int  # periods in which it used up its quota and had to wait
-    cpu_throttled_us: int  # total time it waited for the next period
-    pids_current: int  # tasks (processes and threads) in the group
-    pids_refused: int  # forks refused because pids.max was reached
-    frozen: bool
-    pressure: dict[str, Pressure] = field(default_factory=dict)  # "cpu", "memory", "io" (PSI)
-
-    def summary(self) -> str:
-        """A few lines a student can read, identical in form on v1 and v2."""
-        peak = format_size(self.memory_peak)
-        memory = (
-            f"{format_size(self.memory_current)} now, peak {peak}, {self.oom_kills} OOM kill(s)"
-        )
-        cpu = (
-            f"{self.cpu_usage_us / 1e6:.2f} s used, throttled in {self.cpu_throttled} of "
-            f"{self.cpu_periods} periods ({self.cpu_throttled_us / 1e6:.2f} s)"
-        )
-        pids = f"{self.pids_current} now, {self.pids_refused} fork(s) refused"
-        lines = [
-            f"memory: {memory}",
-            f"cpu:    {cpu}",
-            f"pids:   {pids}" + (", frozen" * self.frozen),
-        ]
-        if self.pressure:
-            parts = [f"{k} {p.some_avg10:.1f}%" for k, p in sorted(self.pressure.items())]
-            lines.append("pressure (some, avg10): " + ", ".join(parts))
-        return "\n".join(lines)
-
+__all__ = ["Cgroup", "Pressure", "Stats", "leftovers", "remove_dirs", "remove_leftovers"]
 
 # --- the cgroup -----------------------------------------------------------------------------------
 
@@ -283,6 +129,11 @@ class Cgroup:
         """The limit files as the kernel shows them now: {file name: content}."""
         return {p.name: read(p) for p in self._backend.limit_files() if p.exists()}
 
+    def read_limits(self) -> Limits:
+        """The limits the kernel holds now, in the units ``set`` takes, the same on v1 and v2
+        (MAX: no limit; None: this host has no file for it)."""
+        return self._backend.read_limits()
+
     def add(self, pid: int) -> None:
         """Move process *pid* (all its threads) into the cgroup by writing it to cgroup.procs.
 
@@ -306,9 +157,13 @@ class Cgroup:
         """The processes in the cgroup now (from cgroup.procs)."""
         return sorted(self._backend.pids())
 
+    def dir(self, controller: str) -> Path | None:
+        """The directory that holds *controller*'s files ("": the cgroup2 one), or None."""
+        return self.layout.directory(controller, self.dirname)
+
     def stats(self) -> Stats:
-        """Read the kernel's counters for this cgroup."""
-        return self._backend.stats()
+        """Read the kernel's counters for this cgroup (the files in base.COUNTER_FILES)."""
+        return read_stats(self.layout.mode, self.dir, self.dirs[0], self._backend.frozen())
 
     def freeze(self, timeout: float = 2.0) -> None:
         """Ask the kernel to stop every task in the group, and wait until it has."""
@@ -321,8 +176,9 @@ class Cgroup:
     def kill(self, timeout: float = 5.0) -> None:
         """SIGKILL every process in the group, and wait (at most *timeout* s) until it is empty."""
         deadline = time.monotonic() + timeout
-        self._backend.kill()
+        kill_all(self.dirs)
         while self._backend.pids():
+            kill_all(self.dirs)  # a task forked during the last pass
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"cgroup {self.dirname} still holds {sorted(self._backend.pids())} "
@@ -369,22 +225,6 @@ def leftovers() -> list[str]:
     ]
 
 
-def _procs(directory: Path) -> list[int]:
-    try:
-        return [int(pid) for pid in read(directory / "cgroup.procs").split()]
-    except OSError:
-        return []
-
-
-def _thaw(d: Path) -> None:
-    for name, frozen, thawed in (("freezer.state", "FROZEN", "THAWED"), ("cgroup.freeze", "1", "0")):
-        try:
-            if read(d / name) in (frozen, "FREEZING"):
-                write(d / name, thawed)
-        except OSError:
-            pass  # not this hierarchy's file
-
-
 def remove_dirs(dirs: list[Path], timeout: float = 5.0) -> None:
     """SIGKILL every process in the cgroup directories *dirs*, rmdir them, and their labkit/.
 
@@ -396,15 +236,7 @@ def remove_dirs(dirs: list[Path], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     left = list(dirs)
     while left:
-        for d in left:
-            _thaw(d)  # a frozen task handles its SIGKILL only once it runs again
-            if _procs(d) and (d / "cgroup.kill").exists():
-                write(d / "cgroup.kill", "1")  # v2 (5.14+): every task at once, forks included
-            for pid in _procs(d):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_all(left)
         busy = []
         for d in left:
             try:

@@ -90,6 +90,11 @@ class Layout:
                 return h
         return None
 
+    def directory(self, controller: str, dirname: str) -> Path | None:
+        """Where the cgroup *dirname* keeps *controller*'s files ("": cgroup2's), or None."""
+        h = self.hierarchy(controller)
+        return h.parent / dirname if h is not None else None
+
 
 def detect_mode(root: Path = ROOT, fs_type=ksys.statfs) -> str:
     """Ask the kernel which filesystem is at *root* (statfs), as systemd and runc do.
@@ -225,7 +230,8 @@ def controllers_of(mount: mountinfo.Mount) -> tuple[str, ...]:
     return tuple(o for o in mount.super_options if o in V1_CONTROLLERS)
 
 
-def _relative(path: str, root: str) -> str:
+def relative_to_root(path: str, root: str) -> str:
+    """*path* from /proc/self/cgroup made relative to a mount whose root (mountinfo) is *root*."""
     # /proc/self/cgroup paths start at the hierarchy's root; a mount may show only a subtree.
     if root != "/" and (path == root or path.startswith(root + "/")):
         return path[len(root) :] or "/"
@@ -241,12 +247,12 @@ def detect(root: Path = ROOT, proc: Path = Path("/proc/self")) -> Layout:
         point, controllers = Path(mount.point), controllers_of(mount)
         if mount.fstype == "cgroup" and controllers and controllers[0] in own:
             hierarchies.append(
-                Hierarchy(controllers, point, _relative(own[controllers[0]], mount.root))
+                Hierarchy(controllers, point, relative_to_root(own[controllers[0]], mount.root))
             )
         elif mount.fstype == "cgroup2" and "" in own and mode != "v1":
             if mode == "v2" and point != root:
                 continue  # a second cgroup2 mount (a container's view): use the host's one
-            h = Hierarchy((), point, _relative(own[""], mount.root))
+            h = Hierarchy((), point, relative_to_root(own[""], mount.root))
             if mode == "v2":
                 # hybrid's cgroup2 has no controllers to enable: below the own cgroup is fine.
                 base, placement = v2_base(h.own_dir, point)

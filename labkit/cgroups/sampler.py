@@ -21,69 +21,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInput
+from .base import COUNTER_FILES
 from .cgroup import Cgroup
 
 GROUPS = ("memory", "cpu", "pids", "pressure")
-
-# Each counter: (controller whose directory holds the file, file name, how to read its text).
-# The controller "" is the cgroup2 directory (on a hybrid host, the cgroup's twin there).
-Reader = Callable[[str], int]
-
-
-def _number(text: str) -> int:
-    return int(text)
-
-
-def _key(name: str, scale: int = 1) -> Reader:
-    """Read the value of *name* in a flat-keyed file (``cpu.stat``), divided by *scale*."""
-    needle = name + " "
-
-    def read(text: str) -> int:
-        for line in text.splitlines():
-            if line.startswith(needle):
-                return int(line[len(needle):]) // scale
-        return 0
-
-    return read
-
-
-def _stall_us(text: str) -> int:
-    """The ``total=`` of the ``some`` line of a PSI file: µs in which a task waited."""
-    return int(text.split("\n", 1)[0].rsplit("total=", 1)[1])
-
-
-FILES: dict[str, dict[str, tuple[str, str, Reader]]] = {
-    "v1": {
-        "memory_current": ("memory", "memory.usage_in_bytes", _number),
-        "memory_peak": ("memory", "memory.max_usage_in_bytes", _number),
-        "oom_kills": ("memory", "memory.oom_control", _key("oom_kill")),
-        "cpu_usage_us": ("cpuacct", "cpuacct.usage", lambda text: int(text) // 1000),
-        "cpu_throttled": ("cpu", "cpu.stat", _key("nr_throttled")),
-        "cpu_throttled_us": ("cpu", "cpu.stat", _key("throttled_time", 1000)),
-        "pids_current": ("pids", "pids.current", _number),
-        "pids_refused": ("pids", "pids.events", _key("max")),
-        "cpu_stall_us": ("", "cpu.pressure", _stall_us),
-        "memory_stall_us": ("", "memory.pressure", _stall_us),
-    },
-    "v2": {
-        "memory_current": ("", "memory.current", _number),
-        "memory_peak": ("", "memory.peak", _number),
-        "oom_kills": ("", "memory.events", _key("oom_kill")),
-        "cpu_usage_us": ("", "cpu.stat", _key("usage_usec")),
-        "cpu_throttled": ("", "cpu.stat", _key("nr_throttled")),
-        "cpu_throttled_us": ("", "cpu.stat", _key("throttled_usec")),
-        "pids_current": ("", "pids.current", _number),
-        "pids_refused": ("", "pids.events", _key("max")),
-        "cpu_stall_us": ("", "cpu.pressure", _stall_us),
-        "memory_stall_us": ("", "memory.pressure", _stall_us),
-    },
-}
-FILES["hybrid"] = FILES["v1"]
 
 COUNTERS = {  # which counters each group asked for records
     "memory": ("memory_current", "memory_peak", "oom_kills"),
@@ -91,20 +36,22 @@ COUNTERS = {  # which counters each group asked for records
     "pids": ("pids_current", "pids_refused"),
     "pressure": ("cpu_stall_us", "memory_stall_us"),
 }
+# The files behind the counters the sampler records (lesson 10 shows this table).
+FILES = {
+    mode: {name: table[name] for names in COUNTERS.values() for name in names}
+    for mode, table in COUNTER_FILES.items()
+}
 
 
 def counter_files(cgroup: Cgroup, counters: list[str]) -> dict[str, Path]:
     """The file behind each counter for *cgroup* on this layout (missing ones left out)."""
-    dirs = {}
-    for h, d in zip(cgroup.layout.hierarchies, cgroup.dirs):
-        for controller in h.controllers or ("",):
-            dirs.setdefault(controller, d)
     table = FILES[cgroup.layout.mode]
     found = {}
     for name in counters:
         controller, filename, _reader = table[name]
-        if controller in dirs and (dirs[controller] / filename).exists():
-            found[name] = dirs[controller] / filename
+        d = cgroup.dir(controller)
+        if d is not None and (d / filename).exists():
+            found[name] = d / filename
     return found
 
 
@@ -229,7 +176,7 @@ class Sampler:
                         texts[fd] = os.pread(fd, 4096, 0).decode()
                     series.values[name].append(reader(texts[fd]))
             except OSError:  # ENODEV: the cgroup was removed under us
-                for name, values in series.values.items():
+                for values in series.values.values():
                     del values[len(series.t):]  # keep the columns as long as t
                 return "cgroup removed"
             series.t.append(now - t0)

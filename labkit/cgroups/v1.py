@@ -14,13 +14,11 @@ The files, against v2's (``../shared/docs/kernel-facts.md`` has the whole table)
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 from ..errors import BadInput, MissingFeature
-from .cgroup import Pressure, Stats, keyed, make_dir, read, remove_dir, rmdir_if_empty, write
+from .base import make_dir, read, remove_dir, rmdir_if_empty, write
 from .layout import Hierarchy, Layout
 from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us, weight_to_shares
 
@@ -29,20 +27,30 @@ _UNLIMITED = -1
 _HUGE = 1 << 62
 
 
+# The files behind each limit, in the order plan() writes them (memory last, as on v2; memory
+# and memory+swap in whichever order the kernel accepts, see _plan_memory).
+LIMIT_FILES = {
+    "cpus": (("cpu", "cpu.cfs_period_us"), ("cpu", "cpu.cfs_quota_us")),
+    "weight": (("cpu", "cpu.shares"),),
+    "pids": (("pids", "pids.max"),),
+    "cpuset": (("cpuset", "cpuset.cpus"),),
+    "memory_high": (("memory", "memory.soft_limit_in_bytes"),),
+    "memory": (("memory", "memory.limit_in_bytes"), ("memory", "memory.memsw.limit_in_bytes")),
+    "swap": (("memory", "memory.memsw.limit_in_bytes"),),
+}
+
+
 class Backend:
     """A v1 cgroup: ``<own cgroup>/labkit/<dirname>`` in each hierarchy."""
 
     def __init__(self, dirname: str, layout: Layout):
-        self.dirname = dirname
+        self.dirname, self.layout = dirname, layout
         # Each hierarchy labkit uses: the v1 ones, and cgroup2 (hybrid) for pressure only.
         self.hierarchies: list[Hierarchy] = list(layout.hierarchies)
         self.dirs = [h.parent / dirname for h in self.hierarchies]
 
     def _dir(self, controller: str) -> Path | None:
-        for h, d in zip(self.hierarchies, self.dirs):
-            if controller in h.controllers or (controller == "" and not h.controllers):
-                return d
-        return None
+        return self.layout.directory(controller, self.dirname)
 
     def _file(self, controller: str, name: str) -> Path:
         d = self._dir(controller)
@@ -112,6 +120,37 @@ class Backend:
         ]
         return [self._dir(c) / n for c, n in names if self._dir(c)]
 
+    def read_limits(self) -> Limits:
+        """The limits the kernel holds now, in v2's terms (swap = memory+swap - memory, weight
+        from cpu.shares); None where this host has no such file."""
+
+        def text(limit: str, i: int = 0) -> str | None:
+            controller, name = LIMIT_FILES[limit][i]
+            d = self._dir(controller)
+            try:
+                return read(d / name) if d is not None else None
+            except FileNotFoundError:
+                return None
+
+        def size(value: str | None):
+            return None if value is None else MAX if _number(value) >= _HUGE else int(value)
+
+        memory, memsw = size(text("memory")), size(text("memory", 1))
+        if memory is None or memsw is None:
+            swap = None
+        else:
+            swap = MAX if MAX in (memory, memsw) else memsw - memory
+        period, quota, shares, pids = text("cpus"), text("cpus", 1), text("weight"), text("pids")
+        cpus = None
+        if quota is not None and period is not None:
+            cpus = MAX if int(quota) == _UNLIMITED else int(quota) / int(period)
+        return Limits(
+            memory=memory, swap=swap, memory_high=size(text("memory_high")), cpus=cpus,
+            weight=None if shares is None else max(1, round(int(shares) * 100 / 1024)),
+            pids=None if pids is None else MAX if pids == MAX else int(pids),
+            cpuset=text("cpuset"),
+        )
+
     def plan(self, limits: Limits) -> list[tuple[Path, str]]:
         """The (file, value) writes that set *limits*, in an order the kernel accepts.
 
@@ -121,16 +160,17 @@ class Backend:
         writes: list[tuple[Path, str]] = []
         if limits.cpus is not None:
             quota = _UNLIMITED if limits.cpus == MAX else quota_us(limits.cpus)
-            writes.append((self._file("cpu", "cpu.cfs_period_us"), str(CPU_PERIOD_US)))
-            writes.append((self._file("cpu", "cpu.cfs_quota_us"), str(quota)))
+            period, quota_file = (self._file(*f) for f in LIMIT_FILES["cpus"])
+            writes += [(period, str(CPU_PERIOD_US)), (quota_file, str(quota))]
         if limits.weight is not None:
-            writes.append((self._file("cpu", "cpu.shares"), str(weight_to_shares(limits.weight))))
+            shares = self._file(*LIMIT_FILES["weight"][0])
+            writes.append((shares, str(weight_to_shares(limits.weight))))
         if limits.pids is not None:
-            writes.append((self._file("pids", "pids.max"), str(limits.pids)))
+            writes.append((self._file(*LIMIT_FILES["pids"][0]), str(limits.pids)))
         if limits.cpuset is not None:
-            writes.append((self._file("cpuset", "cpuset.cpus"), limits.cpuset))
+            writes.append((self._file(*LIMIT_FILES["cpuset"][0]), limits.cpuset))
         if limits.memory_high is not None:
-            soft = self._file("memory", "memory.soft_limit_in_bytes")
+            soft = self._file(*LIMIT_FILES["memory_high"][0])
             writes.append((soft, _v1(limits.memory_high)))
         if limits.memory is not None or limits.swap is not None:
             writes += self._plan_memory(limits)
@@ -139,8 +179,7 @@ class Backend:
     def _plan_memory(self, limits: Limits) -> list[tuple[Path, str]]:
         # v1 limits memory+swap together (memsw >= memory at all times), v2 swap alone. Keep the
         # student's meaning: memsw = memory + swap, and a swap limit set before stays as it was.
-        mem_file = self._file("memory", "memory.limit_in_bytes")
-        memsw_file = mem_file.with_name("memory.memsw.limit_in_bytes")
+        mem_file, memsw_file = (self._file(*f) for f in LIMIT_FILES["memory"])
         if not mem_file.exists():
             return [(mem_file, "")]  # reported as a missing controller by the caller
         cur_mem = _number(read(mem_file))
@@ -194,54 +233,11 @@ class Backend:
     def thaw(self) -> None:
         write(self._file("freezer", "freezer.state"), "THAWED")
 
-    def kill(self) -> None:
-        """Freeze (so nothing can fork meanwhile), SIGKILL every process, thaw so they die."""
-        frozen = self._dir("freezer") is not None and self._dir("freezer").is_dir()
-        if frozen:
-            try:
-                self.freeze(1.0)
-            except TimeoutError:
-                pass  # a task in uninterruptible sleep: kill the rest anyway
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if frozen:
-            self.thaw()  # a frozen task handles its SIGKILL only once it runs again
-
     # --- counters ---------------------------------------------------------------------------
 
-    def stats(self) -> Stats:
-        memory, cpu = self._dir("memory"), self._dir("cpu")
-        cpuacct, pids, freezer = self._dir("cpuacct"), self._dir("pids"), self._dir("freezer")
-        cpu_stat = keyed(read(cpu / "cpu.stat")) if cpu else {}
-        oom = keyed(read(memory / "memory.oom_control")) if memory else {}
-        events = keyed(read(pids / "pids.events")) if pids else {}
-        return Stats(
-            memory_current=int(read(memory / "memory.usage_in_bytes")) if memory else 0,
-            memory_peak=int(read(memory / "memory.max_usage_in_bytes")) if memory else None,
-            oom_kills=int(oom.get("oom_kill", 0)),
-            cpu_usage_us=int(read(cpuacct / "cpuacct.usage")) // 1000 if cpuacct else 0,
-            cpu_periods=int(cpu_stat.get("nr_periods", 0)),
-            cpu_throttled=int(cpu_stat.get("nr_throttled", 0)),
-            cpu_throttled_us=int(cpu_stat.get("throttled_time", 0)) // 1000,
-            pids_current=int(read(pids / "pids.current")) if pids else len(self.pids()),
-            pids_refused=int(events.get("max", 0)),
-            frozen=bool(freezer) and read(freezer / "freezer.state") == "FROZEN",
-            pressure=_pressure(self._dir("")),
-        )
-
-
-def _pressure(unified: Path | None) -> dict[str, Pressure]:
-    """PSI from the cgroup's twin in the hybrid cgroup2 hierarchy, if the kernel has PSI."""
-    found = {}
-    for resource in ("cpu", "memory", "io"):
-        try:
-            found[resource] = Pressure.parse(read(unified / f"{resource}.pressure"))
-        except (OSError, TypeError):
-            pass  # no cgroup2 twin (pure v1) or a kernel without PSI (psi=0)
-    return found
+    def frozen(self) -> bool:
+        freezer = self._dir("freezer")
+        return freezer is not None and read(freezer / "freezer.state") == "FROZEN"
 
 
 def _inherit_cpuset(d: Path) -> None:

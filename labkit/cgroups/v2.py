@@ -18,19 +18,30 @@ and the pressure files ``cpu.pressure``, ``memory.pressure``, ``io.pressure``.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 from ..errors import BadInput, MissingFeature
-from . import cgroup as files
+from . import base as files
 from . import layout as layout_mod
-from .cgroup import Pressure, Stats, keyed, read, write
+from .base import keyed, read, write
 from .layout import Layout
 from .units import CPU_PERIOD_US, MAX, Limits, parse_cpulist, quota_us
 
 CONTROLLERS = ("cpuset", "cpu", "memory", "pids")  # the ones labkit enables, when available
+
+# The file behind each limit, in the order plan() writes them. Memory goes last: a memory.max
+# below what the group uses makes the kernel reclaim, and OOM-kill if it cannot, at once;
+# everything else should be in place by then.
+LIMIT_FILES = {
+    "cpus": "cpu.max",
+    "weight": "cpu.weight",
+    "pids": "pids.max",
+    "cpuset": "cpuset.cpus",
+    "memory_high": "memory.high",
+    "swap": "memory.swap.max",
+    "memory": "memory.max",
+}
 
 
 def under_systemd() -> bool:
@@ -145,28 +156,39 @@ class Backend:
                  "pids.max", "cpuset.cpus")  # fmt: skip
         return [self.dir / n for n in names]
 
-    def plan(self, limits: Limits) -> list[tuple[Path, str]]:
-        """The (file, value) writes that set *limits*; v2's files are independent of each other.
+    def read_limits(self) -> Limits:
+        """The limits the kernel holds now, read back from LIMIT_FILES (None: no such file)."""
+        found: dict[str, str] = {}
+        for limit, name in LIMIT_FILES.items():
+            try:
+                found[limit] = read(self.dir / name)
+            except FileNotFoundError:
+                pass
 
-        Memory goes last: a memory.max below what the group uses makes the kernel reclaim, and
-        OOM-kill if it cannot, at once; everything else should be in place by then.
-        """
-        d, writes = self.dir, []
-        if limits.cpus is not None:
-            quota = MAX if limits.cpus == MAX else str(quota_us(limits.cpus))
-            writes.append((d / "cpu.max", f"{quota} {CPU_PERIOD_US}"))
-        if limits.weight is not None:
-            writes.append((d / "cpu.weight", str(limits.weight)))
-        if limits.pids is not None:
-            writes.append((d / "pids.max", str(limits.pids)))
-        if limits.cpuset is not None:
-            writes.append((d / "cpuset.cpus", limits.cpuset))
-        if limits.memory_high is not None:
-            writes.append((d / "memory.high", str(limits.memory_high)))
-        if limits.swap is not None:
-            writes.append((d / "memory.swap.max", str(limits.swap)))
-        if limits.memory is not None:
-            writes.append((d / "memory.max", str(limits.memory)))
+        def number(limit: str):
+            text = found.get(limit)
+            return None if text is None else MAX if text == MAX else int(text)
+
+        cpus = None
+        if "cpus" in found:
+            quota, period = found["cpus"].split()
+            cpus = MAX if quota == MAX else int(quota) / int(period)
+        return Limits(
+            memory=number("memory"), swap=number("swap"), memory_high=number("memory_high"),
+            cpus=cpus, weight=number("weight"), pids=number("pids"), cpuset=found.get("cpuset"),
+        )
+
+    def plan(self, limits: Limits) -> list[tuple[Path, str]]:
+        """The (file, value) writes that set *limits*, in LIMIT_FILES' order; v2's files are
+        independent of each other, and take the values as units.py spells them."""
+        writes = []
+        for limit, name in LIMIT_FILES.items():
+            value = getattr(limits, limit)
+            if value is None:
+                continue
+            if limit == "cpus":
+                value = f"{MAX if value == MAX else quota_us(value)} {CPU_PERIOD_US}"
+            writes.append((self.dir / name, str(value)))
         return writes
 
     # --- processes --------------------------------------------------------------------------
@@ -194,47 +216,7 @@ class Backend:
     def thaw(self) -> None:
         write(self.dir / "cgroup.freeze", "0")
 
-    def kill(self) -> None:
-        """cgroup.kill (5.14+) SIGKILLs every task at once, new forks included; else one by one."""
-        if (self.dir / "cgroup.kill").exists():
-            write(self.dir / "cgroup.kill", "1")
-            return
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
     # --- counters ---------------------------------------------------------------------------
 
-    def stats(self) -> Stats:
-        d = self.dir
-
-        def optional(name: str) -> str | None:
-            try:
-                return read(d / name)
-            except FileNotFoundError:
-                return None
-
-        cpu = keyed(read(d / "cpu.stat"))
-        peak = optional("memory.peak")  # kernel 5.19+
-        memory_events = keyed(optional("memory.events") or "")
-        pids_events = keyed(optional("pids.events") or "")
-        pressure = {}
-        for resource in ("cpu", "memory", "io"):
-            text = optional(f"{resource}.pressure")
-            if text:
-                pressure[resource] = Pressure.parse(text)
-        return Stats(
-            memory_current=int(optional("memory.current") or 0),
-            memory_peak=int(peak) if peak is not None else None,
-            oom_kills=int(memory_events.get("oom_kill", 0)),
-            cpu_usage_us=int(cpu.get("usage_usec", 0)),
-            cpu_periods=int(cpu.get("nr_periods", 0)),
-            cpu_throttled=int(cpu.get("nr_throttled", 0)),
-            cpu_throttled_us=int(cpu.get("throttled_usec", 0)),
-            pids_current=int(optional("pids.current") or len(self.pids())),
-            pids_refused=int(pids_events.get("max", 0)),
-            frozen=keyed(read(d / "cgroup.events")).get("frozen") == "1",
-            pressure=pressure,
-        )
+    def frozen(self) -> bool:
+        return keyed(read(self.dir / "cgroup.events")).get("frozen") == "1"

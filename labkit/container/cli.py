@@ -15,6 +15,7 @@ import json
 import signal
 import sys
 
+from .. import forkserver
 from .. import sys as ksys
 from ..errors import LabkitError
 from . import lifecycle
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    forkserver.fork_in_this_process()  # one container, one thread: no fork server needed
     sys.exit(main())
 
 

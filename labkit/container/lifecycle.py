@@ -16,26 +16,23 @@ from __future__ import annotations
 
 import datetime
 import json
-import marshal
 import os
 import select
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import _init
+from .. import channel, forkserver
 from ..cgroups import Cgroup, devices
 from ..errors import BadInput, LabkitError, require_root
 from ..state import check_name, state_dir
 from . import steps as steps_mod
 from .spec import OCI_VERSION, Spec, SpecError, check, load
 
-_INIT = Path(__file__).with_name("init.py")
 SETUP_TIMEOUT = 30.0  # seconds the init may take to set up (emulated kernels are slow)
 START_TIMEOUT = 30.0
 
@@ -220,7 +217,7 @@ def create(
         if "join_cgroup" not in skip:
             began = time.perf_counter()
             cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
-            device_cgroup = devices.DeviceCgroup.create(f"ctr-{container_id}", _device_rules(spec))
+            device_cgroup = devices.restrict(cgroup, _device_rules(spec))
             times["join_cgroup"] = time.perf_counter() - began
         groups = [g for g in (cgroup, device_cgroup) if g is not None]
         proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr, times)
@@ -265,7 +262,7 @@ def _connect_console(path: str | os.PathLike) -> socket.socket:
 
 
 def _device_rules(spec: Spec) -> list[str]:
-    """linux.resources.devices as device cgroup lines (after "deny all", before runc's defaults)."""
+    """linux.resources.devices as device rules (after "deny all", before runc's defaults)."""
     rules = spec.linux.resources.devices if spec.linux.resources else []
     return [devices.rule(r.allow, r.type, r.major, r.minor, r.access) for r in rules]
 
@@ -310,39 +307,33 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _extra_paths(spec: Spec) -> list[str]:
-    """Where the init child finds pyseccomp: it starts without site-packages (-S)."""
+def _preload(spec: Spec) -> list[str]:
+    """The modules the init needs from outside labkit: pyseccomp, for a seccomp filter."""
     if spec.linux.seccomp is None:
         return []
     from .spec import seccomp_library
 
-    return [os.path.dirname(seccomp_library().__file__)]
+    return [seccomp_library().__name__]
 
 
 def _start_init(
     spec, d, groups, skip, console, stdin, stdout, stderr, times
 ) -> tuple[subprocess.Popen, int]:
-    """Start the init child, put it in the cgroup, and follow its set-up to "created"."""
-    status_r, status_w = os.pipe()
-    control_r, control_w = os.pipe()
+    """Have the fork server start the init, put it in the cgroup, follow it to "created"."""
     # open_exec_fifo: the init gets a handle, not the path; its user may not reach our state dir.
     fifo_fd = os.open(d / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(_INIT), str(status_w), str(control_r), str(d)],
-            pass_fds=(status_w, control_r, fifo_fd, *([console.fileno()] if console else [])),
+        proc, pipes = forkserver.launch(
+            "container",
+            [fifo_fd, *([console.fileno()] if console else [])],
+            _preload(spec),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            close_fds=True,
         )
     finally:
-        os.close(status_w)
-        os.close(control_r)
-    with (
-        os.fdopen(control_w, "wb", buffering=0) as control,
-        os.fdopen(status_r, "rb", buffering=0) as status,
-    ):
+        os.close(fifo_fd)
+    with pipes:
         try:
             began = time.perf_counter()
             for group in groups:
@@ -351,18 +342,10 @@ def _start_init(
                 group.add(proc.pid)
             if groups:
                 times["join_cgroup"] += time.perf_counter() - began
-            control.write(
-                _init.frame(
-                    {
-                        "config": spec.to_dict(),
-                        "fifo_fd": fifo_fd,
-                        "console_fd": console.fileno() if console else None,
-                        "skip": list(skip),
-                        "extra_paths": _extra_paths(spec),
-                    }
-                )
+            pipes.send(
+                {"config": spec.to_dict(), "skip": list(skip)}
             )
-            pid = _follow(proc, status, control, spec, skip, times)
+            pid = _follow(proc, pipes, spec, skip, times)
         except BaseException:
             if proc.poll() is None:
                 proc.kill()
@@ -371,60 +354,49 @@ def _start_init(
     return proc, pid
 
 
-def _follow(proc, status, control, spec: Spec, skip, times: dict) -> int:
-    """Read the child's messages until "created" (or exec); return the container's PID.
+def _follow(proc, pipes: channel.Parent, spec: Spec, skip, times: dict) -> int:
+    """Answer the init's messages until "created" (or exec); return the container's PID.
 
     *times* gets how long each step took: the parent's own, and the init's (sent with "created").
     """
-    deadline = time.monotonic() + SETUP_TIMEOUT
-    buffer, pid = b"", None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([status], [], [], left)[0]:
-            if pid:
-                _kill(pid)
-            raise ContainerError(
-                f"the container's init did not finish setting up within "
-                f"{SETUP_TIMEOUT:.0f} s and was killed."
-            )
-        chunk = status.read(4096)
-        if not chunk:
-            break  # every copy closed: created (or exec'd, with wait_for_start left out)
-        buffer += chunk
-        while len(buffer) >= 4 and len(buffer) >= 4 + int.from_bytes(buffer[:4], "little"):
-            size = int.from_bytes(buffer[:4], "little")
-            event, buffer = marshal.loads(buffer[4 : 4 + size]), buffer[4 + size :]
-            if event["event"] == "userns_ready":
+    pid = None
+    try:
+        for event in pipes.events(SETUP_TIMEOUT, "the container's init"):
+            if event["event"] == channel.USERNS_READY:
                 if "write_id_maps" not in skip:
                     began = time.perf_counter()
                     _write_id_maps(proc.pid, spec)
                     times["write_id_maps"] = time.perf_counter() - began
-                control.write(_init.frame({"event": "maps_written"}))
-            elif event["event"] == "pid":
+                pipes.send({"event": channel.MAPS_WRITTEN})
+            elif event["event"] == channel.PID:
                 pid = event["pid"]
                 proc.wait()  # the half that forked PID 1 exits at once
-            elif event["event"] == "created" and pid is not None:
+            elif event["event"] == channel.CREATED and pid is not None:
                 times.update(event.get("times", {}))
                 return pid
-            elif event["event"] == "error":
-                if pid:
-                    _kill(pid)
-                raise ContainerError(
-                    f"container set-up failed at step {event['step']}: {event['message']}"
-                    + (
-                        ""
-                        if event["type"] in ("OSError", "FileNotFoundError", "PermissionError")
-                        else f" ({event['type']})"
-                    ),
-                    step=event["step"],
-                )
+            elif event["event"] == channel.ERROR:
+                raise _set_up_failed(channel.StepFailed.from_event(event))
+    except LabkitError:
+        if pid:
+            _kill(pid)
+        raise
     if pid is None:
         proc.wait()
         raise ContainerError(
             f"the container's init exited with status {proc.returncode} "
             "before it was set up (see its stderr)."
         )
-    return pid
+    return pid  # exec'd: wait_for_start was left out
+
+
+def _set_up_failed(failed: channel.StepFailed) -> ContainerError:
+    """The init's failure as one sentence naming the step (and the exception, if not the OS's)."""
+    message = failed.message + (f": {failed.filename}" if failed.filename else "")
+    kind = "" if failed.type in ("OSError", "FileNotFoundError", "PermissionError") else (
+        f" ({failed.type})"
+    )
+    return ContainerError(f"container set-up failed at step {failed.step}: {message}{kind}",
+                          step=failed.step)
 
 
 def _write_id_maps(pid: int, spec: Spec) -> None:

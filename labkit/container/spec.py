@@ -12,6 +12,7 @@ What labkit does not support is refused rather than ignored: a security setting 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -142,8 +143,7 @@ class Resources:
     memory: Memory | None = None
     cpu: CPU | None = None
     pids: Pids | None = None
-    # The device cgroup rules are read and kept, not enforced: labkit manages no devices
-    # controller (the default /dev holds only harmless devices either way).
+    # Enforced by labkit.cgroups.devices: the v1 devices controller, or an eBPF program on v2.
     devices: list[DeviceRule] = field(default_factory=list)
 
 
@@ -300,6 +300,12 @@ def _describe(hint) -> str:
     return {int: "an integer", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
+@functools.cache
+def _type_hints(cls) -> dict:
+    """The field types of dataclass *cls*, resolved once (resolving them is slow)."""
+    return typing.get_type_hints(cls)
+
+
 def _load(hint, value, path: str):
     """Check *value* against the type *hint* and convert it; the first problem raises."""
     if isinstance(hint, (types.UnionType,)) or typing.get_origin(hint) is typing.Union:
@@ -310,7 +316,7 @@ def _load(hint, value, path: str):
     if is_dataclass(hint):
         if not isinstance(value, dict):
             raise SpecError(path or "config.json", "must be a JSON object.")
-        hints = typing.get_type_hints(hint)
+        hints = _type_hints(hint)
         known = {_key(f): f for f in fields(hint)}
         for key in value:
             if key not in known:
@@ -533,8 +539,19 @@ def _check_linux(spec: Spec) -> None:
             raise SpecError(f"linux.devices[{i}]", "needs a path below /dev and type c, b, u or p.")
     if lx.resources:
         resource_limits(spec)
+        _check_device_rules(lx.resources.devices)
     if lx.seccomp:
         _check_seccomp(spec)
+
+
+def _check_device_rules(rules: list[DeviceRule]) -> None:
+    from ..cgroups import devices
+
+    for i, r in enumerate(rules):
+        try:
+            devices.rule(r.allow, r.type, r.major, r.minor, r.access)
+        except BadInput as e:
+            raise SpecError(f"linux.resources.devices[{i}]", f"is refused: {e}") from None
 
 
 def _check_sysctl(key: str, namespaces: set[str]) -> None:
@@ -576,6 +593,9 @@ def _check_seccomp(spec: Spec) -> None:
                     f"linux.seccomp.syscalls[{i}].args[{j}]",
                     f"needs an index 0..5 and an op among {', '.join(SECCOMP_OPS)}.",
                 )
+    from .seccomp import check_linux_seccomp
+
+    check_linux_seccomp(sc)
     seccomp_library()
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from .. import _init, mountinfo
 from .. import sys as ksys
 from ..cgroups import layout
+from ..channel import CREATED, PID, USERNS_READY, Channel
 from . import capabilities
 from .spec import RLIMITS, Mount, Spec
 
@@ -50,7 +51,7 @@ class Setup:
     """What the init child carries from step to step."""
 
     spec: Spec
-    channel: _init.Channel
+    channel: Channel | None  # None once "created" is sent: the parent has gone on
     fifo_fd: int  # an O_PATH handle on the exec FIFO: `start` opens it, and the init goes on
     skip: set[str] = field(default_factory=set)
     executable: str | None = None
@@ -85,7 +86,7 @@ def unshare_user(s: Setup) -> None:
     ksys.unshare(ksys.CLONE_NEWUSER)
     # Only a process outside the namespace may map ids to any outside id: the parent writes the
     # maps while we wait, then we become root of the namespace.
-    s.channel.send("userns_ready")
+    s.channel.send(USERNS_READY)
     s.channel.receive()
     _init.become_root_inside()
 
@@ -106,7 +107,7 @@ def fork_pid1(s: Setup) -> None:
     reported_r, reported_w = os.pipe()
     pid = os.fork()
     if pid:
-        s.channel.send("pid", pid=pid)
+        s.channel.send(PID, pid=pid)
         os._exit(0)  # closes reported_w: the child may go on
     os.close(reported_w)
     # Wait until the parent half has reported our PID, so the caller hears "pid" before
@@ -320,7 +321,7 @@ def mount_cgroups(target: str, flags: int, source: str) -> None:
         dest = os.path.join(target, name)
         os.makedirs(dest, exist_ok=True)
         ksys.mount(
-            m.point + layout._relative(own[key], m.root).rstrip("/"),
+            m.point + layout.relative_to_root(own[key], m.root).rstrip("/"),
             dest,
             None,
             ksys.MS_BIND | ksys.MS_REC,
@@ -632,7 +633,7 @@ def wait_for_start(s: Setup) -> None:
             "the exec FIFO is reached through /proc, and "
             "the container has no /proc: keep the /proc mount",
         )
-    s.channel.send("created", times=s.times)
+    s.channel.send(CREATED, times=s.times)
     os.close(s.channel.status)
     s.channel = None
     # Opening a FIFO for writing blocks until someone opens it for reading: `start` does.

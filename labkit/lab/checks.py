@@ -6,6 +6,8 @@ what was found, and a hint when they differ (the way codecrafters and iximiuz La
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -38,14 +40,78 @@ def not_done(what: str) -> Verdict:
     return Verdict(False, f"{what}: replace the ... with your answer, then run the cell again.")
 
 
+# --- reporting: what `labkit course progress` collects -----------------------------------------
+# Every check is wrapped by @graded: it records, under the exercise's name (the function's name
+# without "check_"), whether the last attempt passed. `labkit course progress` runs a notebook
+# headless and then asks the same kernel for reports().
+
+DONE, NOT_YET, ERROR = "done", "not yet", "error"
+GRADED: dict[str, Callable[..., Verdict]] = {}  # exercise name -> its check, for every lesson
+_reports: dict[str, dict[str, str]] = {}  # exercise name -> status and message of its last run
+
+
+def exercise_name(check: Callable) -> str:
+    """The name an exercise is reported under: its check's name without the ``check_`` prefix."""
+    return check.__name__.removeprefix("check_")
+
+
+def report(exercise: str, outcome: Verdict | BaseException) -> None:
+    """Record the outcome of *exercise*'s last check: done, not yet, or an error it raised."""
+    if isinstance(outcome, BaseException):
+        status, message = ERROR, f"{type(outcome).__name__}: {outcome}"
+    else:
+        status, message = (DONE if outcome.ok else NOT_YET), outcome.message
+    _reports[exercise] = {"status": status, "message": message}
+
+
+def reports() -> dict[str, dict[str, str]]:
+    """The outcome of every exercise checked in this process so far, by exercise name."""
+    return {name: dict(r) for name, r in _reports.items()}
+
+
+def all_graded() -> list[str]:
+    """The names of every exercise check in the lessons (each module of labkit.lab imported)."""
+    import importlib
+    import pkgutil
+
+    from .. import lab
+
+    for module in pkgutil.iter_modules(lab.__path__):
+        importlib.import_module(f"{lab.__name__}.{module.name}")
+    return sorted(GRADED)
+
+
+def graded(check: Callable[..., Verdict]) -> Callable[..., Verdict]:
+    """Make *check* an exercise check: each call reports its Verdict (or its error)."""
+    name = exercise_name(check)
+    other = GRADED.get(name)
+    if other is not None and other.__module__ != check.__module__:  # reports would mix them up
+        raise ValueError(f"two exercise checks are named {check.__name__}: rename one of them")
+
+    @functools.wraps(check)
+    def run(*args, **kwargs) -> Verdict:
+        try:
+            outcome = check(*args, **kwargs)
+        except Exception as e:  # the student sees the traceback; progress sees "error"
+            report(name, e)
+            raise
+        report(name, outcome)
+        return outcome
+
+    run.exercise = name
+    GRADED[name] = run
+    return run
+
+
 # --- 00-welcome, 01-namespaces, 02-uts-ipc ------------------------------------------------------
 
 
+@graded
 def check_kernel_release(answer) -> Verdict:
     """00: which kernel release does this machine run? ("6.18" or the whole release string)."""
     if answer is ...:
         return not_done("kernel release")
-    from .doctor import Host, kernel_release
+    from ..doctor import Host, kernel_release
 
     release, _ = kernel_release(Host())
     given = str(answer).strip()
@@ -59,11 +125,12 @@ def check_kernel_release(answer) -> Verdict:
     )
 
 
+@graded
 def check_cgroup_layout(answer) -> Verdict:
     """00: which cgroup layout did doctor find: "v1", "v2" or "hybrid"?"""
     if answer is ...:
         return not_done("cgroup layout")
-    from .doctor import Host, cgroup_layout
+    from ..doctor import Host, cgroup_layout
 
     layout = cgroup_layout(Host())
     given = str(answer).strip().lower()
@@ -90,19 +157,7 @@ def _running_pid(answer, what: str) -> tuple[int | None, Verdict | None]:
     return pid, None
 
 
-def _inside(pid: int, kinds: list[str], argv: list[str]) -> str:
-    """Run *argv* in the *kinds* namespaces of process *pid* (nsenter-style); return its stdout."""
-    import subprocess
-
-    from .. import namespaces
-
-    proc = namespaces.enter(pid, argv, kinds, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    with proc:
-        out, _ = proc.communicate(timeout=10)
-    return out
-
-
+@graded
 def check_all_but_net(answer) -> Verdict:
     """01: a process that shares every namespace with this notebook except the network one."""
     if answer is ...:
@@ -122,6 +177,7 @@ def check_all_but_net(answer) -> Verdict:
     )
 
 
+@graded
 def check_differing_kinds(proc_a, proc_b, answer) -> Verdict:
     """01: in which kinds do the namespaces of two processes differ? (a set of kind names)"""
     if answer is ...:
@@ -151,6 +207,7 @@ def check_differing_kinds(proc_a, proc_b, answer) -> Verdict:
     )
 
 
+@graded
 def check_lab_hostname(answer) -> Verdict:
     """02: a running process in its own UTS namespace whose hostname is "lab-" plus initials."""
     if answer is ...:
@@ -166,7 +223,7 @@ def check_lab_hostname(answer) -> Verdict:
     if namespaces.shared("self", pid)["uts"]:
         return Verdict(False, "lab hostname: the process shares this notebook's UTS namespace.",
                        "start it in a new one: the kinds must include 'uts'.")
-    inside = _inside(pid, ["uts"], ["hostname"]).strip()
+    inside = namespaces.run(["hostname"], join={"uts": pid}, timeout=10).stdout.strip()
     ok = re.fullmatch(r"lab-[A-Za-z]{2,4}", inside) is not None
     return verdict(
         ok and inside != socket.gethostname(),
@@ -186,10 +243,14 @@ def message_queues(pid: int | str = "self") -> int:
         with open("/proc/sysvipc/msg") as f:
             text = f.read()
     else:
-        text = _inside(int(pid), ["ipc"], ["cat", "/proc/sysvipc/msg"])
+        from .. import namespaces
+
+        queues = namespaces.run(["cat", "/proc/sysvipc/msg"], join={"ipc": int(pid)}, timeout=10)
+        text = queues.stdout
     return len(text.splitlines()) - 1  # the first line is a header
 
 
+@graded
 def check_host_sees_queues(proc, answer) -> Verdict:
     """02: *proc* made two queues in a new IPC namespace; *answer*: how many the host sees."""
     import time
@@ -237,6 +298,7 @@ def _kinds_or_verdict(kinds, what: str):
         return Verdict(False, f"{what}: {e}", "give a list such as ['uts', 'ipc'].")
 
 
+@graded
 def check_pid_kinds(kinds) -> Verdict:
     """03: the kinds under which a shell is PID 1 and ``ps`` lists only its own namespace."""
     if kinds is ...:
@@ -269,6 +331,7 @@ def _signal_number(sig) -> int:
     return int(sig)
 
 
+@graded
 def check_pid1_signal(sig) -> Verdict:
     """03: a signal that, sent from the host, ends a PID 1 (``sleep``) that has no handlers."""
     if sig is ...:
@@ -300,6 +363,7 @@ def check_pid1_signal(sig) -> Verdict:
     )
 
 
+@graded
 def check_no_zombies(init) -> Verdict:
     """03: the ``init`` option under which an orphan re-parented to PID 1 is reaped."""
     if init is ...:
@@ -322,6 +386,7 @@ def check_no_zombies(init) -> Verdict:
     )
 
 
+@graded
 def check_no_leak(propagation) -> Verdict:
     """04: a propagation under which a mount made inside does not appear on a shared host mount."""
     if propagation is ...:
@@ -346,6 +411,7 @@ def check_no_leak(propagation) -> Verdict:
     )
 
 
+@graded
 def check_escape_proof(method) -> Verdict:
     """04: a way of entering the rootfs that the double-chroot escape cannot get out of."""
     if method is ...:
@@ -366,6 +432,7 @@ def check_escape_proof(method) -> Verdict:
     )
 
 
+@graded
 def check_proc_root_closed(kinds) -> Verdict:
     """04: the kinds under which /proc/<host PID>/root no longer leads out of a chroot."""
     if kinds is ...:
@@ -387,6 +454,7 @@ def check_proc_root_closed(kinds) -> Verdict:
     )
 
 
+@graded
 def check_root_maps_to(uid_map, outside: int = 200000) -> Verdict:
     """05: a uid map under which root inside runs as *outside* on the host."""
     if uid_map is ...:
@@ -413,6 +481,7 @@ def check_root_maps_to(uid_map, outside: int = 200000) -> Verdict:
     )
 
 
+@graded
 def check_nobody_kinds(kinds) -> Verdict:
     """05: the kinds with which the user nobody may set a hostname of its own."""
     if kinds is ...:
@@ -438,6 +507,7 @@ def check_nobody_kinds(kinds) -> Verdict:
     )
 
 
+@graded
 def check_unmapped_owner(owner) -> Verdict:
     """05: the uid that ``stat`` inside a new user namespace shows for the host's root-owned "/"."""
     if owner is ...:

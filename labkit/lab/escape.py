@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 if __name__ == "__main__":
-    # Run as a script with -I -S: make the package importable (as labkit/_init.py does).
+    # Run as a script with -I -S: make the package importable (as labkit/forkserver.py does).
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from labkit import mountinfo, namespaces

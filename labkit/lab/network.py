@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import network, traffic
-from .checks import Verdict, not_done, verdict
+from .checks import Verdict, graded, not_done, verdict
 
 # --- exercise checks ------------------------------------------------------------------------------
 
 
+@graded
 def check_new_netns_links(answer) -> Verdict:
     """30: the names of the interfaces a brand-new network namespace holds (a list of names)."""
     if answer is ...:
@@ -34,6 +35,7 @@ def check_new_netns_links(answer) -> Verdict:
     )
 
 
+@graded
 def check_plugged_in(answer, other: str) -> Verdict:
     """30: *answer* is a namespace plugged into the bridge, so that it reaches *other*."""
     if answer is ...:
@@ -61,6 +63,7 @@ def check_plugged_in(answer, other: str) -> Verdict:
     )
 
 
+@graded
 def check_rate_for_bytes(
     answer, sender: network.Endpoint, receiver: network.Endpoint, target_mb: float = 2.0
 ) -> Verdict:

@@ -1,59 +1,29 @@
 """The PID lesson's view of a PID namespace from the host: who is in it, under which numbers.
 
-A process in a new PID namespace has one PID per namespace it is visible in: the host's number,
-and the number inside (1 for the first process). The kernel lists them all, outermost first, on
-the ``NSpid:`` line of ``/proc/PID/status``. This module reads that line, finds the members of a
-PID namespace by the inode of ``/proc/PID/ns/pid``, and draws them as a tree.
+``labkit.proc`` reads the ``NSpid:`` line of ``/proc/PID/status`` (``nspid``) and finds the
+members of a PID namespace by the inode of ``/proc/PID/ns/pid`` (``members``); this module starts
+the lesson's namespaces, waits for them to fill, and draws their members as a tree.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from labkit import namespaces
 from labkit.errors import BadInput
+from labkit.proc import Member, members, nspid, process_count
 
-
-@dataclass(frozen=True)
-class Member:
-    """One process of a PID namespace, as the host sees it."""
-
-    host_pid: int
-    ns_pid: int  # its PID inside the namespace
-    host_ppid: int  # its parent's PID on the host
-    state: str  # R running, S sleeping, Z zombie (exited, not yet reaped by its parent)
-    comm: str
-
-
-def _status(pid: int | str) -> dict[str, str]:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-
-
-def nspid(pid: int | str) -> list[int]:
-    """The PIDs of process *pid* in each PID namespace it is in, outermost (the host's) first."""
-    return [int(n) for n in _status(pid)["NSpid"].split()]
-
-
-def members(pid_ns: int) -> list[Member]:
-    """The processes of the PID namespace whose inode is *pid_ns*, ordered by their inside PID."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.stat(f"/proc/{entry}/ns/pid").st_ino != pid_ns:
-                continue
-            status = _status(entry)
-            parent = int(status["PPid"])  # in the numbers of the /proc we read: the host's
-        except (OSError, KeyError):
-            continue  # the process ended while we looked
-        found.append(Member(int(entry), int(status["NSpid"].split()[-1]), parent,
-                            status["State"].split()[0], status["Name"]))
-    return sorted(found, key=lambda m: m.ns_pid)
+__all__ = [
+    "Member",
+    "host_process_count",
+    "members",
+    "members_of",
+    "nspid",
+    "plot_tree",
+    "start_with_children",
+    "wait_for",
+    "zombies",
+]
 
 
 def members_of(proc: namespaces.Process) -> list[Member]:
@@ -67,15 +37,24 @@ def zombies(proc: namespaces.Process) -> list[Member]:
 
 
 def wait_for(
-    proc: namespaces.Process, count: int, seconds: float = 30.0, comm: str | None = None
+    proc: namespaces.Process,
+    count: int,
+    seconds: float = 30.0,
+    comm: str | None = None,
+    zombies: int | None = None,
 ) -> list[Member]:
     """Wait (at most *seconds*) until *proc*'s PID namespace holds *count* processes, and, with
-    *comm*, until every one but PID 1 runs that program (a forked shell execs it a moment later).
+    *comm*, until every one but PID 1 runs that program (a forked shell execs it a moment later),
+    and, with *zombies*, until that many of them have exited and wait to be reaped.
     """
     deadline = time.monotonic() + seconds
 
     def ready(found: list[Member]) -> bool:
-        return len(found) == count and (comm is None or all(m.comm == comm for m in found[1:]))
+        return (
+            len(found) == count
+            and (comm is None or all(m.comm == comm for m in found[1:]))
+            and (zombies is None or sum(m.state == "Z" for m in found) == zombies)
+        )
 
     found = members_of(proc)
     while not ready(found) and time.monotonic() < deadline:
@@ -96,7 +75,7 @@ def start_with_children(children: int, seconds: int = 60) -> namespaces.Process:
 
 def host_process_count() -> int:
     """How many processes the host's /proc lists."""
-    return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+    return process_count()
 
 
 def plot_tree(found: list[Member], ax=None):

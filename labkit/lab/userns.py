@@ -16,20 +16,11 @@ import tempfile
 from pathlib import Path
 
 from labkit import namespaces
+from labkit.proc import host_uid, overflow_uid
+
+__all__ = ["NOBODY", "as_nobody", "host_uid", "overflow_uid", "plot_id_map"]
 
 NOBODY = 65534
-
-
-def host_uid(pid: int | str) -> int:
-    """The effective uid of process *pid*, as the host's /proc shows it."""
-    line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
-                if ln.startswith("Uid:"))
-    return int(line.split()[2])  # real, effective, saved, filesystem: take the effective one
-
-
-def overflow_uid() -> int:
-    """The id the kernel shows for an owner that has no mapping in the user namespace."""
-    return int(Path("/proc/sys/kernel/overflowuid").read_text())
 
 
 def _python_for_nobody() -> str:

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import mountinfo, rootfs
-from .. import sys as ksys
-from ..cgroups import layout
-from ..namespaces import KINDS
+from . import mountinfo, rootfs
+from . import sys as ksys
+from .cgroups import layout
+from .namespaces import KINDS
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 _MARK = {OK: "✔", WARN: "⚠", FAIL: "✘"}
@@ -205,7 +205,7 @@ def create_each_kind() -> dict[str, str]:
     """
     order = [k for k in KINDS if k != "user"] + ["user"]
     kinds = json.dumps([(name, KINDS[name].flag) for name in order])
-    package_parent = str(Path(__file__).resolve().parents[2])
+    package_parent = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": package_parent}
     out = subprocess.run(
         [sys.executable, "-c", _PROBE, kinds],
@@ -223,7 +223,7 @@ def create_each_kind() -> dict[str, str]:
 def _namespace_check(host: Host, name: str, error: str | None) -> Check:
     """One kind: *error* is None when not tried, "" when created, else why unshare() failed."""
     required, since = name in REQUIRED_KINDS, KINDS[name].since
-    flag = f"CLONE_NEW{'NS' if name == 'mnt' else name.upper()}"
+    flag = ksys.CLONE_NAMES[KINDS[name].flag]
     label = f"namespace {name}"
     if not host.path(f"/proc/self/ns/{name}").exists():
         return Check(
@@ -374,7 +374,9 @@ def controller_dirs(host: Host) -> dict[str, str | None]:
         v2_has.add("freezer")
     found: dict[str, str | None] = {}
     for controller in CONTROLLERS:
-        v1 = next((m for m in mounts if m.fstype == "cgroup" and controller in m.super_options), None)
+        v1 = next(
+            (m for m in mounts if m.fstype == "cgroup" and controller in m.super_options), None
+        )
         if v1 is not None and controller in own:
             found[controller] = _below(v1, own[controller])
         elif controller in v2_has:
@@ -417,7 +419,7 @@ def check_cgroup_controllers(host: Host) -> Check:
         and layout.holds_processes(host.path(v2_dir))
     )
     if blocked:
-        from ..cgroups.v2 import no_internal_processes
+        from .cgroups.v2 import no_internal_processes
 
         fix = no_internal_processes(Path(v2_dir), placement)
     else:
