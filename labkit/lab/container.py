@@ -23,7 +23,7 @@ from ..container import lifecycle, steps
 from ..container.spec import Pids, Process, Resources, Root, Spec
 from ..errors import BadInput
 from ..state import state_dir
-from .checks import Verdict, not_done, verdict
+from .checks import Verdict, graded, not_done, verdict
 
 _runs = 0
 
@@ -351,6 +351,7 @@ def plot_step_times(times: StepTimes, ax=None):
 # --- 40: exercise checks --------------------------------------------------------------------------
 
 
+@graded
 def check_bomb_step(step) -> Verdict:
     """40: the step whose absence lets the bounded fork bomb pass the container's pids limit."""
     if step is ...:
@@ -370,6 +371,7 @@ def check_bomb_step(step) -> Verdict:
         "which step puts the init into the container's cgroup, where pids.max applies?")
 
 
+@graded
 def check_host_root_step(step) -> Verdict:
     """40: the step whose absence leaves the host's / as the container's / ."""
     if step is ...:
@@ -634,6 +636,7 @@ def _defences_or_verdict(answer, what: str):
     return names, None
 
 
+@graded
 def check_setuid_defence(defence) -> Verdict:
     """41: the one defence that, alone, keeps a setuid-root program from making nobody root."""
     if defence is ...:
@@ -649,6 +652,7 @@ def check_setuid_defence(defence) -> Verdict:
                    "which defence makes the kernel ignore setuid bits at exec?")
 
 
+@graded
 def check_three_stopped(defences) -> Verdict:
     """41: at most two defences that together stop the sysctl, cgroupfs and unshare attacks."""
     if defences is ...:
@@ -812,6 +816,7 @@ def _set_key(config: dict, path: str, value) -> None:
     config[last] = value
 
 
+@graded
 def check_readonly_key(bundle: Path, key) -> Verdict:
     """42: the config.json key (dotted, like "process.cwd") that makes the root read-only."""
     if key is ...:
@@ -840,6 +845,7 @@ def check_readonly_key(bundle: Path, key) -> Verdict:
                    "look at the 'root' object of config.json.")
 
 
+@graded
 def check_exit_status(bundle: Path, status) -> Verdict:
     """42: the exit status of ``RUNTIME run`` when the container's process runs ``exit 3``."""
     if status is ...:
