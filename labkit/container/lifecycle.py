@@ -204,6 +204,7 @@ def create(
         raise ContainerError("container with given ID already exists") from None
     cgroup = device_cgroup = proc = image_root = console = None
     pid = None
+    times: dict[str, float] = {}  # seconds each set-up step took, for the lessons' plot
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
         if console_socket is not None:
@@ -214,10 +215,12 @@ def create(
             image_root = f"ctr-{container_id}"
             spec.root.path = str(images.mount_root(image, image_root).merged)
         if "join_cgroup" not in skip:
+            began = time.perf_counter()
             cgroup = Cgroup.create(f"ctr-{container_id}", **limits)
             device_cgroup = devices.restrict(cgroup, _device_rules(spec))
+            times["join_cgroup"] = time.perf_counter() - began
         groups = [g for g in (cgroup, device_cgroup) if g is not None]
-        proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr)
+        proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr, times)
         record = {
             "id": container_id,
             "pid": pid,
@@ -230,6 +233,7 @@ def create(
             "devices_cgroup": str(device_cgroup.dir) if device_cgroup else None,
             "image_root": image_root,
             "skipped": list(skip),
+            "step_times": times,
         }
         _write_atomic(d / "state.json", json.dumps(record))
         if pid_file is not None:
@@ -288,7 +292,8 @@ def _check_skip(skip) -> None:
             )
         if name in steps_mod.REQUIRED:
             raise BadInput(
-                f"the step {name!r} cannot be left out: without it there is no container to start."
+                f"the step {name!r} cannot be left out: without it there is no container to start "
+                "(or, for the namespace steps, the host's own mount table would be changed)."
             )
 
 
@@ -312,7 +317,7 @@ def _preload(spec: Spec) -> list[str]:
 
 
 def _start_init(
-    spec, d, groups, skip, console, stdin, stdout, stderr
+    spec, d, groups, skip, console, stdin, stdout, stderr, times
 ) -> tuple[subprocess.Popen, int]:
     """Have the fork server start the init, put it in the cgroup, follow it to "created"."""
     # open_exec_fifo: the init gets a handle, not the path; its user may not reach our state dir.
@@ -330,14 +335,17 @@ def _start_init(
         os.close(fifo_fd)
     with pipes:
         try:
+            began = time.perf_counter()
             for group in groups:
                 # join_cgroup: before the child makes any namespace, so everything it makes
                 # and every process it forks is counted and limited from the start.
                 group.add(proc.pid)
+            if groups:
+                times["join_cgroup"] += time.perf_counter() - began
             pipes.send(
                 {"config": spec.to_dict(), "skip": list(skip)}
             )
-            pid = _follow(proc, pipes, spec, skip)
+            pid = _follow(proc, pipes, spec, skip, times)
         except BaseException:
             if proc.poll() is None:
                 proc.kill()
@@ -346,19 +354,25 @@ def _start_init(
     return proc, pid
 
 
-def _follow(proc, pipes: channel.Parent, spec: Spec, skip) -> int:
-    """Answer the init's messages until "created" (or exec); return the container's PID."""
+def _follow(proc, pipes: channel.Parent, spec: Spec, skip, times: dict) -> int:
+    """Answer the init's messages until "created" (or exec); return the container's PID.
+
+    *times* gets how long each step took: the parent's own, and the init's (sent with "created").
+    """
     pid = None
     try:
         for event in pipes.events(SETUP_TIMEOUT, "the container's init"):
             if event["event"] == channel.USERNS_READY:
                 if "write_id_maps" not in skip:
+                    began = time.perf_counter()
                     _write_id_maps(proc.pid, spec)
+                    times["write_id_maps"] = time.perf_counter() - began
                 pipes.send({"event": channel.MAPS_WRITTEN})
             elif event["event"] == channel.PID:
                 pid = event["pid"]
                 proc.wait()  # the half that forked PID 1 exits at once
             elif event["event"] == channel.CREATED and pid is not None:
+                times.update(event.get("times", {}))
                 return pid
             elif event["event"] == channel.ERROR:
                 raise _set_up_failed(channel.StepFailed.from_event(event))

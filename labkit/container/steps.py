@@ -57,6 +57,7 @@ class Setup:
     executable: str | None = None
     console_fd: int | None = None  # a socket connected to the caller's --console-socket
     seccomp: object = None  # the pyseccomp module, imported before pivot_root when needed
+    times: dict[str, float] = field(default_factory=dict)  # seconds per step, sent with "created"
 
     @property
     def root(self) -> str:
@@ -632,7 +633,7 @@ def wait_for_start(s: Setup) -> None:
             "the exec FIFO is reached through /proc, and "
             "the container has no /proc: keep the /proc mount",
         )
-    s.channel.send(CREATED)
+    s.channel.send(CREATED, times=s.times)
     os.close(s.channel.status)
     s.channel = None
     # Opening a FIFO for writing blocks until someone opens it for reading: `start` does.
@@ -705,8 +706,10 @@ STEPS: tuple[Step, ...] = (
 )
 
 NAMES = tuple(dict.fromkeys(step.name for step in STEPS))  # load_seccomp has two places
-# Without these the container cannot exist at all, so they cannot be left out.
-REQUIRED = ("fork_pid1", "open_exec_fifo", "exec_process")
+# Without these the container cannot exist at all, so they cannot be left out. Without the
+# namespace steps the init would stay in the host's mount namespace, where the root's steps
+# would remount, pivot and detach the host's own "/".
+REQUIRED = ("join_namespaces", "unshare_namespaces", "fork_pid1", "open_exec_fifo", "exec_process")
 
 
 def describe() -> str:
