@@ -51,8 +51,10 @@ def quota(window: float) -> None:
             box.remove()
             for p in procs:
                 p.wait(timeout=5)
-        print(f"  q={q:.1f}: got {got:.3f} CPUs, ratio {got / q:.3f} "
-              f"({'within' if abs(got / q - 1) <= 0.05 else 'OUTSIDE'} 5%)")
+        print(
+            f"  q={q:.1f}: got {got:.3f} CPUs, ratio {got / q:.3f} "
+            f"({'within' if abs(got / q - 1) <= 0.05 else 'OUTSIDE'} 5%)"
+        )
 
 
 def weights(window: float) -> None:
@@ -78,12 +80,16 @@ def weights(window: float) -> None:
 
 
 def memory() -> None:
-    print("Memory limit M: an allocator (2 MiB per 20 ms, up to 2M): OOM-killed, peak <= M, "
-          "kill counted")
+    print(
+        "Memory limit M: an allocator (2 MiB per 20 ms, up to 2M): OOM-killed, peak <= M, "
+        "kill counted"
+    )
     for mib in (32, 64, 128):
         run = lab.memory_experiment(f"{mib}M", total_mib=2 * mib)
-        print(f"  M={mib} MiB: OOM-killed {lab.yes(run.oom_killed)}, peak {format_size(run.peak)} "
-              f"(<= M: {lab.yes(run.peak <= mib * MiB)}), OOM kills counted {run.oom_kills}")
+        print(
+            f"  M={mib} MiB: OOM-killed {lab.yes(run.oom_killed)}, peak {format_size(run.peak)} "
+            f"(<= M: {lab.yes(run.peak <= mib * MiB)}), OOM kills counted {run.oom_kills}"
+        )
 
 
 def sampler_cost(window: float) -> None:
@@ -96,9 +102,11 @@ def sampler_cost(window: float) -> None:
             sampler.wait(window + 5)
             s = sampler.series
             took = s.t[-1] if s.t else window
-            print(f"  {hz:4d} Hz: {len(s):5d} samples ({len(s) / took:6.1f}/s), "
-                  f"{s.sampler_cpu_s / took:.2%} of one CPU, "
-                  f"{s.sampler_cpu_s / max(1, len(s)) * 1e6:.0f} µs CPU per sample")
+            print(
+                f"  {hz:4d} Hz: {len(s):5d} samples ({len(s) / took:6.1f}/s), "
+                f"{s.sampler_cpu_s / took:.2%} of one CPU, "
+                f"{s.sampler_cpu_s / max(1, len(s)) * 1e6:.0f} µs CPU per sample"
+            )
         runs = 500
         t0 = time.thread_time()
         for _ in range(runs):
@@ -118,8 +126,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("benchmarks/cgroups.py makes cgroups: run it as root.", file=sys.stderr)
         return 2
-    print(f"cgroup layout: {Cgroup('probe').layout.mode}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"cgroup layout: {Cgroup('probe').layout.mode}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     quota(args.window)
     weights(args.window)
     memory()

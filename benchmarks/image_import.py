@@ -31,7 +31,8 @@ FILE_SIZE = 512 << 10  # 512 KiB per file: a layer of many mid-sized files, like
 
 
 def make_layer(path: Path, size_mib: int) -> int:
-    """A layer tar of *size_mib* MiB of incompressible files in a few directories; its file count."""
+    """A layer tar of *size_mib* MiB of incompressible files in a few directories, and its file
+    count."""
     rng = random.Random(42)
     count = (size_mib << 20) // FILE_SIZE
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
@@ -133,20 +134,25 @@ def main() -> int:
     lab, gnu = statistics.median(labkit_runs), statistics.median(tar_runs)
     print(f"import of a {args.size_mib} MiB layer ({files} files), median of {args.runs} runs:")
     print(
-        f"  labkit images.import_image  {lab:6.3f} s  ({args.size_mib / lab:6.0f} MiB/s)  copy + sha256 + checks + extract"
+        f"  labkit images.import_image  {lab:6.3f} s  ({args.size_mib / lab:6.0f} MiB/s)"
+        "  copy + sha256 + checks + extract"
     )
     print(
-        f"  GNU tar -xf                 {gnu:6.3f} s  ({args.size_mib / gnu:6.0f} MiB/s)  extract only"
+        f"  GNU tar -xf                 {gnu:6.3f} s  ({args.size_mib / gnu:6.0f} MiB/s)"
+        "  extract only"
     )
     hashed = statistics.median(tar_hash_runs)
     print(
-        f"  sha256sum + GNU tar -xf     {hashed:6.3f} s  ({args.size_mib / hashed:6.0f} MiB/s)  the same work in C"
+        f"  sha256sum + GNU tar -xf     {hashed:6.3f} s  ({args.size_mib / hashed:6.0f} MiB/s)"
+        "  the same work in C"
     )
     print(
-        f"  ratio labkit / GNU tar      {lab / gnu:6.2f}x   (labkit / sha256sum + tar: {lab / hashed:.2f}x)"
+        f"  ratio labkit / GNU tar      {lab / gnu:6.2f}x"
+        f"   (labkit / sha256sum + tar: {lab / hashed:.2f}x)"
     )
     print(
-        f"repeat: .venv/bin/python benchmarks/image_import.py --size-mib {args.size_mib} --runs {args.runs}"
+        "repeat: .venv/bin/python benchmarks/image_import.py"
+        f" --size-mib {args.size_mib} --runs {args.runs}"
     )
     return 0
 

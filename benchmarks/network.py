@@ -85,12 +85,14 @@ def main() -> int:
             f"round trip a -> b (busybox ping x10): {traffic.latency(a.netns, address, 10):.3f} ms"
         )
         print(
-            f"TCP a -> b, 2 s:                      {traffic.throughput(a.netns, b.netns, address, 2.0)}"
+            "TCP a -> b, 2 s:                      "
+            f"{traffic.throughput(a.netns, b.netns, address, 2.0)}"
         )
         traffic.shape(b.host_ifname, rate_mbit=100)
         limited = traffic.throughput(a.netns, b.netns, address, 2.0)
         print(
-            f"TCP a -> b, tbf 100 Mbit/s, 2 s:      {limited} ({limited.mbit_per_s / 100:.0%} of the rate)"
+            f"TCP a -> b, tbf 100 Mbit/s, 2 s:      {limited}"
+            f" ({limited.mbit_per_s / 100:.0%} of the rate)"
         )
     finally:
         for name in ("labkit-bench", "labkit-bencha", "labkit-benchb"):

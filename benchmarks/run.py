@@ -69,7 +69,7 @@ def main() -> int:
         if docker:
             contenders["docker run --rm"] = lambda: subprocess.run(docker, check=True)
         times: dict[str, list[float]] = {name: [] for name in contenders}
-        for name, run in contenders.items():
+        for run in contenders.values():
             run()  # warm-up: caches, the image's pages
         for _ in range(args.runs):
             for name, run in contenders.items():

@@ -134,7 +134,9 @@ def make_mounts_private(propagation: str) -> None:
     shared (systemd makes it so), a mount made here would appear on the host. runc makes / rslave
     or rprivate first; "unchanged" is here only to show the leak in the mount lesson.
     """
-    flag = {"private": ksys.MS_PRIVATE, "slave": ksys.MS_SLAVE, "shared": ksys.MS_SHARED}.get(propagation)
+    flag = {"private": ksys.MS_PRIVATE, "slave": ksys.MS_SLAVE, "shared": ksys.MS_SHARED}.get(
+        propagation
+    )
     if flag:
         ksys.mount(None, "/", None, ksys.MS_REC | flag)
 

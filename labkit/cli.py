@@ -45,7 +45,6 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 # --- namespaces ----------------------------------------------------------------------------------
 
 
-
 def _kinds_from(args: argparse.Namespace) -> list[str]:
     return [k for k in ksys.CLONE_FLAGS if getattr(args, k, False)]
 
@@ -54,7 +53,9 @@ def _cmd_ns_run(args: argparse.Namespace) -> int:
     from . import namespaces
 
     if not args.command:
-        raise LabkitError("labkit ns run needs a command after '--', e.g. labkit ns run --uts -- hostname")
+        raise LabkitError(
+            "labkit ns run needs a command after '--', e.g. labkit ns run --uts -- hostname"
+        )
     kinds = _kinds_from(args) or ["mnt", "uts", "ipc", "pid", "net"]
     proc = namespaces.spawn(
         args.command,
@@ -167,7 +168,9 @@ def _add_image_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the image config as JSON")
     p = verbs.add_parser("remove", help="remove an image and the layers no other image uses")
     p.add_argument("ref")
-    p = verbs.add_parser("export", help="write an image as an OCI layout with a docker manifest.json")
+    p = verbs.add_parser(
+        "export", help="write an image as an OCI layout with a docker manifest.json"
+    )
     p.add_argument("ref")
     p.add_argument("dest", help="NAME.tar for a tar, anything else for a directory")
     p = verbs.add_parser("commit", help="make a new image: BASE plus the changes in UPPERDIR")
@@ -177,7 +180,9 @@ def _add_image_commands(sub) -> None:
     p = verbs.add_parser("mount", help="mount an overlay root from an image; prints the merged dir")
     p.add_argument("ref")
     p.add_argument("name", help="a name for the root (its upper dir is kept until unmount)")
-    p = verbs.add_parser("unmount", help="unmount a root made with 'labkit image mount' and delete it")
+    p = verbs.add_parser(
+        "unmount", help="unmount a root made with 'labkit image mount' and delete it"
+    )
     p.add_argument("name")
     image.set_defaults(func=_cmd_image)
 
@@ -231,26 +236,42 @@ def _cmd_net(args: argparse.Namespace) -> int:
 def _add_net_commands(sub) -> None:
     net = sub.add_parser("net", help="network namespaces, veth pairs, bridges, NAT, tc shaping")
     verbs = net.add_subparsers(dest="verb", required=True, metavar="VERB")
-    p = verbs.add_parser("add", help="create a named network namespace (labkit-NAME), like ip netns add")
+    p = verbs.add_parser(
+        "add", help="create a named network namespace (labkit-NAME), like ip netns add"
+    )
     p.add_argument("name")
-    p = verbs.add_parser("delete", help="delete a namespace (labkit-*) or a bridge (lk*) and its rules")
+    p = verbs.add_parser(
+        "delete", help="delete a namespace (labkit-*) or a bridge (lk*) and its rules"
+    )
     p.add_argument("name")
     verbs.add_parser("list", help="list labkit's namespaces, host interfaces and nftables rules")
-    p = verbs.add_parser("bridge", help="create a bridge with a lab subnet that the host does not route")
+    p = verbs.add_parser(
+        "bridge", help="create a bridge with a lab subnet that the host does not route"
+    )
     p.add_argument("name", help="an interface name starting with 'lk', at most 15 characters")
-    p.add_argument("--subnet", help="e.g. 10.203.7.0/24 (default: the first free /24 of 10.203.0.0/16)")
-    p = verbs.add_parser("connect", help="plug a namespace into a bridge: veth, address, default route")
+    p.add_argument(
+        "--subnet", help="e.g. 10.203.7.0/24 (default: the first free /24 of 10.203.0.0/16)"
+    )
+    p = verbs.add_parser(
+        "connect", help="plug a namespace into a bridge: veth, address, default route"
+    )
     p.add_argument("bridge")
     p.add_argument("netns")
-    p.add_argument("--address", help="ADDRESS/PREFIX on the bridge's subnet (default: the next free)")
+    p.add_argument(
+        "--address", help="ADDRESS/PREFIX on the bridge's subnet (default: the next free)"
+    )
     p = verbs.add_parser("publish", help="DNAT the host's port to ADDRESS:PORT in a namespace")
     p.add_argument("bridge")
     p.add_argument("host_port", type=int)
     p.add_argument("target", help="ADDRESS:PORT of a namespace on the bridge")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp")
-    p = verbs.add_parser("nat", help="masquerade the bridge's subnet going out (turns on ip_forward)")
+    p = verbs.add_parser(
+        "nat", help="masquerade the bridge's subnet going out (turns on ip_forward)"
+    )
     p.add_argument("bridge")
-    p = verbs.add_parser("shape", help="tc: limit the rate (tbf) and delay (netem) of what leaves IFNAME")
+    p = verbs.add_parser(
+        "shape", help="tc: limit the rate (tbf) and delay (netem) of what leaves IFNAME"
+    )
     p.add_argument("ifname")
     p.add_argument("--rate", type=float, help="Mbit/s (neither --rate nor --delay: remove shaping)")
     p.add_argument("--delay", type=float, help="milliseconds")
@@ -284,7 +305,10 @@ def _cmd_cgroup(args: argparse.Namespace) -> int:
         return 0
     if args.verb == "run":
         if not args.command:
-            raise LabkitError("labkit cgroup run needs a command after '--', e.g. labkit cgroup run --memory 64M demo -- sleep 1")
+            raise LabkitError(
+                "labkit cgroup run needs a command after '--', "
+                "e.g. labkit cgroup run --memory 64M demo -- sleep 1"
+            )
         box = Cgroup.create(args.name, **_limits_from(args))
         try:
             code = box.start(args.command).wait()
@@ -294,7 +318,9 @@ def _cmd_cgroup(args: argparse.Namespace) -> int:
         return _exit_code(code)
     box = Cgroup(args.name)
     if not box.exists:
-        raise LabkitError(f"there is no cgroup labkit-{args.name}: list them with labkit cgroup list.")
+        raise LabkitError(
+            f"there is no cgroup labkit-{args.name}: list them with labkit cgroup list."
+        )
     if args.verb == "set":
         box.set(**_limits_from(args))
     elif args.verb == "stats":
@@ -311,7 +337,9 @@ def _cmd_cgroup(args: argparse.Namespace) -> int:
 
 
 def _add_cgroup_commands(sub) -> None:
-    cgroup = sub.add_parser("cgroup", help="control groups: limits, run a command in one, stats, freeze")
+    cgroup = sub.add_parser(
+        "cgroup", help="control groups: limits, run a command in one, stats, freeze"
+    )
     verbs = cgroup.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def limit_flags(p) -> None:
@@ -329,14 +357,21 @@ def _add_cgroup_commands(sub) -> None:
     p = verbs.add_parser("set", help="change the limits of labkit-NAME")
     p.add_argument("name")
     limit_flags(p)
-    p = verbs.add_parser("run", help="run a command in a new cgroup labkit-NAME, print its stats, remove it",
-                         usage="labkit cgroup run [--memory 64M ...] NAME -- COMMAND [ARG...]")
+    p = verbs.add_parser(
+        "run",
+        help="run a command in a new cgroup labkit-NAME, print its stats, remove it",
+        usage="labkit cgroup run [--memory 64M ...] NAME -- COMMAND [ARG...]",
+    )
     limit_flags(p)  # before NAME: everything after NAME is the command
     p.add_argument("name")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
-    for verb, text in [("stats", "print the kernel's counters"), ("freeze", "stop every task in it"),
-                       ("thaw", "let its tasks run again"), ("kill", "SIGKILL every task in it"),
-                       ("remove", "kill what runs in it and remove it")]:
+    for verb, text in [
+        ("stats", "print the kernel's counters"),
+        ("freeze", "stop every task in it"),
+        ("thaw", "let its tasks run again"),
+        ("kill", "SIGKILL every task in it"),
+        ("remove", "kill what runs in it and remove it"),
+    ]:
         p = verbs.add_parser(verb, help=f"labkit-NAME: {text}")
         p.add_argument("name")
     verbs.add_parser("list", help="list the labkit cgroups of this state directory")
@@ -369,20 +404,30 @@ def build_parser() -> argparse.ArgumentParser:
     ns = sub.add_parser("ns", help="namespaces: run in new ones, enter, show, keep alive")
     ns_sub = ns.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = ns_sub.add_parser("run", help="run a command in new namespaces (default: mnt uts ipc pid net)")
+    p = ns_sub.add_parser(
+        "run", help="run a command in new namespaces (default: mnt uts ipc pid net)"
+    )
     _add_kind_flags(p, "create")
     p.add_argument("--hostname", help="hostname inside the new UTS namespace")
-    p.add_argument("--uid-map", help="with --user: 'INSIDE OUTSIDE COUNT' (default '0 100000 65536')")
+    p.add_argument(
+        "--uid-map", help="with --user: 'INSIDE OUTSIDE COUNT' (default '0 100000 65536')"
+    )
     p.add_argument("--rootfs", help="directory to use as the root filesystem (needs --mnt)")
     p.add_argument("--root-method", choices=("pivot_root", "chroot"), default="pivot_root")
-    p.add_argument("--init", action="store_true", help="run a small init as PID 1 that reaps orphans")
+    p.add_argument(
+        "--init", action="store_true", help="run a small init as PID 1 that reaps orphans"
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     p.set_defaults(func=_cmd_ns_run)
 
-    p = ns_sub.add_parser("enter", help="run a command in the namespaces of a process (like nsenter)")
+    p = ns_sub.add_parser(
+        "enter", help="run a command in the namespaces of a process (like nsenter)"
+    )
     p.add_argument("target", help="a PID, or the name of namespaces kept with 'labkit ns persist'")
     _add_kind_flags(p, "enter")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...] (default /bin/sh)")
+    p.add_argument(
+        "command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...] (default /bin/sh)"
+    )
     p.set_defaults(func=_cmd_ns_enter)
 
     p = ns_sub.add_parser("show", help="list a process's namespaces, or compare two processes")

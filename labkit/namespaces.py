@@ -66,9 +66,7 @@ def parse_kinds(kinds: str | Iterable[str]) -> list[str]:
     wanted = list(kinds)
     for kind in wanted:
         if kind not in KINDS:
-            raise BadInput(
-                f"unknown namespace kind {kind!r}: choose from {', '.join(KINDS)}."
-            )
+            raise BadInput(f"unknown namespace kind {kind!r}: choose from {', '.join(KINDS)}.")
     return [k for k in KINDS if k in wanted]
 
 
@@ -139,7 +137,9 @@ def parse_id_map(text: str | Sequence[IdMap]) -> list[IdMap]:
             )
         maps.append(IdMap(*map(int, parts)))
     if not maps:
-        raise BadInput("an id map needs at least one line 'INSIDE OUTSIDE COUNT', e.g. '0 100000 65536'.")
+        raise BadInput(
+            "an id map needs at least one line 'INSIDE OUTSIDE COUNT', e.g. '0 100000 65536'."
+        )
     return maps
 
 
@@ -252,7 +252,8 @@ class Result:
         """Raise LabkitError if the command failed; return self otherwise."""
         if self.returncode != 0:
             raise LabkitError(
-                f"{' '.join(self.argv)!r} exited with status {self.returncode}: {self.stderr.strip()}"
+                f"{' '.join(self.argv)!r} exited with status {self.returncode}: "
+                f"{self.stderr.strip()}"
             )
         return self
 
@@ -325,32 +326,44 @@ def spawn(
     _check_privilege(kinds, join_paths)
 
     if propagation not in ("private", "slave", "unchanged"):
-        raise BadInput(f"propagation {propagation!r} is not one of 'private', 'slave', 'unchanged'.")
+        raise BadInput(
+            f"propagation {propagation!r} is not one of 'private', 'slave', 'unchanged'."
+        )
     if root_method not in ("pivot_root", "chroot"):
         raise BadInput(f"root_method {root_method!r} is not 'pivot_root' or 'chroot'.")
     if hostname is not None and "uts" not in kinds:
-        raise BadInput("setting a hostname needs a new uts namespace: add 'uts' to the kinds, "
-                       "or the host's own hostname would change.")
+        raise BadInput(
+            "setting a hostname needs a new uts namespace: add 'uts' to the kinds, "
+            "or the host's own hostname would change."
+        )
     if hostname is not None and not (0 < len(hostname.encode()) <= 64):
         raise BadInput(f"hostname {hostname!r} must be 1 to 64 bytes long.")
     if rootfs is not None:
         rootfs = os.path.abspath(rootfs)
         if "mnt" not in kinds:
-            raise BadInput("a root filesystem needs a new mnt namespace (add 'mnt'), so that its "
-                           "mounts do not land on the host.")
+            raise BadInput(
+                "a root filesystem needs a new mnt namespace (add 'mnt'), so that its "
+                "mounts do not land on the host."
+            )
         if not os.path.isdir(rootfs):
-            raise BadInput(f"root filesystem {rootfs} is not a directory: build one with "
-                           "labkit.rootfs.build() or 'labkit rootfs build'.")
+            raise BadInput(
+                f"root filesystem {rootfs} is not a directory: build one with "
+                "labkit.rootfs.build() or 'labkit rootfs build'."
+            )
         if os.statvfs(rootfs).f_flag & os.ST_NOEXEC:
-            raise BadInput(f"root filesystem {rootfs} is on a mount with noexec, so the kernel "
-                           "would refuse to run anything in it: build it with "
-                           "labkit.rootfs.build(), which mounts a tmpfs that allows exec, or "
-                           "put it on another filesystem.")
+            raise BadInput(
+                f"root filesystem {rootfs} is on a mount with noexec, so the kernel "
+                "would refuse to run anything in it: build it with "
+                "labkit.rootfs.build(), which mounts a tmpfs that allows exec, or "
+                "put it on another filesystem."
+            )
     if mount_proc is None:
         mount_proc = {"pid", "mnt"} <= set(kinds)
     if mount_proc and "mnt" not in kinds:
-        raise BadInput("mounting a fresh /proc needs a new mnt namespace (add 'mnt'), or the "
-                       "host's /proc would be replaced.")
+        raise BadInput(
+            "mounting a fresh /proc needs a new mnt namespace (add 'mnt'), or the "
+            "host's /proc would be replaced."
+        )
     if time_offsets and "time" not in kinds:
         raise BadInput("clock offsets need a new time namespace: add 'time' to the kinds.")
     for clock in time_offsets or {}:
@@ -408,8 +421,9 @@ def _check_kernel_has(kinds: list[str]) -> None:
 
 def _start(spec, uids, gids, stdin, stdout, stderr, text) -> Process:
     """Have the fork server start the helper child, and walk it through set-up."""
-    popen, pipes = forkserver.launch("namespaces", stdin=stdin, stdout=stdout, stderr=stderr,
-                                     text=text)
+    popen, pipes = forkserver.launch(
+        "namespaces", stdin=stdin, stdout=stdout, stderr=stderr, text=text
+    )
     try:
         with pipes:
             pipes.send(spec)
@@ -445,8 +459,10 @@ def _follow_setup(popen, pipes: channel.Parent, uids, gids) -> int:
 def _error_from(failed: channel.StepFailed) -> Exception:
     """Rebuild the child's failure as an OSError that keeps its errno, with a hint where we can."""
     if failed.step == "starting the command" and failed.errno == 2:
-        return BadInput(f"command not found: {failed.filename or failed.message} (inside the new "
-                        "namespaces; check the PATH and the root filesystem).")
+        return BadInput(
+            f"command not found: {failed.filename or failed.message} (inside the new "
+            "namespaces; check the PATH and the root filesystem)."
+        )
     if not failed.errno:  # not the kernel's refusal: a bug or a bad value
         return LabkitError(f"{failed.message} ({failed.type}, while {failed.step})")
     err = OSError(failed.errno, f"{failed.message} (while {failed.step})")
@@ -496,7 +512,9 @@ def enter(
     if isinstance(target, str) and not target.isdigit():
         where = persisted().get(target)
         if where is None:
-            raise BadInput(f"no namespaces are kept under the name {target!r}: see 'labkit ns list'.")
+            raise BadInput(
+                f"no namespaces are kept under the name {target!r}: see 'labkit ns list'."
+            )
         files = {k: str(_persist_dir(target) / k) for k in where}
     else:
         pid = int(target)
@@ -556,8 +574,10 @@ def persist(pid: int, name: str, kinds: str | Iterable[str] | None = None) -> li
         chosen = parse_kinds(kinds)
     target_dir = _persist_dir(name)
     if target_dir.exists():
-        raise BadInput(f"namespaces are already kept under {name!r}: release them first "
-                       f"(labkit ns release {name}).")
+        raise BadInput(
+            f"namespaces are already kept under {name!r}: release them first "
+            f"(labkit ns release {name})."
+        )
     _ensure_private_root()
     target_dir.mkdir()
     made = []

@@ -114,7 +114,8 @@ class Overlay:
         return self.upperdir is None
 
     def options(self) -> str:
-        """The option string handed to mount(2): ``lowerdir=TOP:...:BOTTOM,upperdir=..,workdir=..``."""
+        """The option string handed to mount(2):
+        ``lowerdir=TOP:...:BOTTOM,upperdir=..,workdir=..``."""
         opts = "lowerdir=" + ":".join(str(d) for d in self.lowerdirs)
         if self.upperdir is not None:
             opts += f",upperdir={self.upperdir},workdir={self.workdir}"
@@ -196,7 +197,8 @@ def _check_overlay(ov: Overlay) -> None:
         )
     if ov.read_only and len(ov.lowerdirs) < 2:
         raise BadInput(
-            "a read-only overlay (no upperdir) needs at least two lowerdirs: add a lower, or an upperdir and workdir."
+            "a read-only overlay (no upperdir) needs at least two lowerdirs: "
+            "add a lower, or an upperdir and workdir."
         )
     if (ov.upperdir is None) != (ov.workdir is None):
         raise BadInput(
@@ -212,11 +214,13 @@ def _check_overlay(ov: Overlay) -> None:
             )
         if any(c in str(path) for c in ":,\\"):
             raise BadInput(
-                f"the {what} {path} contains ':', ',' or '\\', which the overlay options cannot carry: rename it."
+                f"the {what} {path} contains ':', ',' or '\\', "
+                "which the overlay options cannot carry: rename it."
             )
     if len(ov.options()) > _MAX_OPTIONS:
         raise BadInput(
-            f"the overlay options are {len(ov.options())} bytes, over the kernel's one-page limit: use fewer or shorter lowerdirs."
+            f"the overlay options are {len(ov.options())} bytes, over the kernel's one-page "
+            "limit: use fewer or shorter lowerdirs."
         )
     if mountinfo.is_mount_point(ov.merged):
         raise BadInput(
@@ -229,12 +233,13 @@ def _check_overlay(ov: Overlay) -> None:
 def _check_upper_and_work(upper: Path, work: Path) -> None:
     if upper == work:
         raise BadInput(
-            "the workdir must be a different directory from the upperdir: use two sibling directories."
+            "the workdir must be a different directory from the upperdir: "
+            "use two sibling directories."
         )
     if os.stat(upper).st_dev != os.stat(work).st_dev:
         raise BadInput(
-            f"the workdir {work} is on another filesystem than the upperdir {upper}: the kernel renames "
-            "files from one to the other, so put both on the same filesystem."
+            f"the workdir {work} is on another filesystem than the upperdir {upper}: "
+            "the kernel renames files from one to the other, so put both on the same filesystem."
         )
     # After an unmount the kernel leaves its own empty work/ (and index/) behind: those may stay.
     extra = sorted(set(os.listdir(work)) - {"work", "index"})
@@ -255,7 +260,8 @@ def _check_upper_and_work(upper: Path, work: Path) -> None:
 
 
 def workspace(name: str) -> tuple[Path, Path, Path]:
-    """Fresh (upperdir, workdir, merged) below ``state_dir()/overlays/NAME``, for ``labkit cleanup``."""
+    """Fresh (upperdir, workdir, merged) below ``state_dir()/overlays/NAME``, for
+    ``labkit cleanup``."""
     check_name(name, "overlay name")
     root = state_dir() / "overlays" / name
     dirs = tuple(root / d for d in ("upper", "work", "merged"))

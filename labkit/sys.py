@@ -166,7 +166,9 @@ def clone_parent() -> int:
     number = _syscall_number(_SYS_CLONE, "clone")
     flags = CLONE_PARENT | 17  # SIGCHLD: the exit signal our parent expects
     ctypes.pythonapi.PyOS_BeforeFork()
-    pid = _libc_with_gil.syscall(ctypes.c_long(number), ctypes.c_ulong(flags), None, None, None, None)
+    pid = _libc_with_gil.syscall(
+        ctypes.c_long(number), ctypes.c_ulong(flags), None, None, None, None
+    )
     if pid == 0:
         ctypes.pythonapi.PyOS_AfterFork_Child()
         return 0

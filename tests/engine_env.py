@@ -53,17 +53,28 @@ class Engine:
     @property
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env.update(DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=str(self.config),
-                   LABKIT_STATE_DIR=str(self.state))
+        env.update(
+            DOCKER_HOST=f"unix://{self.socket}",
+            DOCKER_CONFIG=str(self.config),
+            LABKIT_STATE_DIR=str(self.state),
+        )
         return env
 
     def docker(self, *args, input=None, timeout=60, check=False) -> subprocess.CompletedProcess:
         """Run the real docker CLI against the engine; text in and out."""
-        result = subprocess.run([DOCKER, *args], env=self.env, input=input,
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [DOCKER, *args],
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr.strip()}")
+            raise AssertionError(
+                f"docker {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+            )
         return result
 
     def request(self, method: str, path: str, body=None, headers=None):
@@ -83,7 +94,9 @@ class Engine:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "labkit.cli", "engine", "--socket", str(self.socket)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + 30

@@ -22,8 +22,12 @@ def start_owner(state_dir):
         "print(p.popen.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
-    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "LABKIT_STATE_DIR": str(state_dir)})
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LABKIT_STATE_DIR": str(state_dir)},
+    )
     return owner, int(owner.stdout.readline())
 
 

@@ -90,7 +90,8 @@ def test_the_steps_are_listed_in_runcs_order():
 def test_a_container_is_isolated_as_the_spec_says(tmp_path, rootfs_dir, state_dir):
     probe = (
         "hostname; id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; "
-        "echo $(ls /sys/class/net); echo $(ls /dev); grep -E ':pids:|^0::' /proc/self/cgroup | head -1; "
+        "echo $(ls /sys/class/net); echo $(ls /dev); "
+        "grep -E ':pids:|^0::' /proc/self/cgroup | head -1; "
         "echo pid $$; "
         "wc -c < /proc/keys; ls /proc/acpi | wc -l; "
         "echo 1 > /proc/sys/vm/overcommit_memory || echo sysctl refused; "

@@ -97,21 +97,36 @@ def _status(answer: bytes) -> int:
 def test_hostile_requests_get_an_error_and_the_engine_keeps_serving(engine):
     create = "/v1.41/containers/create"
     cases = {
-        "malformed JSON": (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n"
-                           b"Connection: close\r\n\r\n{\"Image\":" % create.encode(), 400),
-        "not an object": (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                          b"Connection: close\r\n\r\n[]" % create.encode(), 400),
-        "a body over the bound": (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-                                  % (create.encode(), 50 << 20), 413),
-        "a bad Content-Length": (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"
-                                 % create.encode(), 400),
+        "malformed JSON": (
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n"
+            b'Connection: close\r\n\r\n{"Image":' % create.encode(),
+            400,
+        ),
+        "not an object": (
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\n[]" % create.encode(),
+            400,
+        ),
+        "a body over the bound": (
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (create.encode(), 50 << 20),
+            413,
+        ),
+        "a bad Content-Length": (
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n" % create.encode(),
+            400,
+        ),
         "too many headers": (b"GET /_ping HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
-        "a header line too long": (b"GET /_ping HTTP/1.1\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n",
-                                   431),
+        "a header line too long": (
+            b"GET /_ping HTTP/1.1\r\nX-A: " + b"a" * 70000 + b"\r\n\r\n",
+            431,
+        ),
         "a request line too long": (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
         "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n", 400),
-        "malformed chunks": (b"POST /images/load HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-                             b"chunked\r\n\r\nzz\r\n", 400),
+        "malformed chunks": (
+            b"POST /images/load HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
     }
     for name, (data, expected) in cases.items():
         answer = _raw(engine, data)
@@ -131,8 +146,9 @@ def test_docker_load_images_tag_save_rmi_round_trip(engine, tmp_path):
     result = engine.docker("load", "-i", str(engine.archive), check=True)
     assert result.stdout.strip() == "Loaded image: busybox:latest"
     image = images.get("busybox")
-    listed = engine.docker("images", "--no-trunc", "--format", "{{.Repository}} {{.Tag}} {{.ID}}",
-                           check=True)
+    listed = engine.docker(
+        "images", "--no-trunc", "--format", "{{.Repository}} {{.Tag}} {{.ID}}", check=True
+    )
     assert listed.stdout.split() == ["busybox", "latest", image.id]
     inspected = json.loads(engine.docker("image", "inspect", "busybox", check=True).stdout)
     assert inspected[0]["Id"] == image.id and inspected[0]["RootFS"]["Layers"] == image.diff_ids
@@ -148,8 +164,15 @@ def test_docker_load_images_tag_save_rmi_round_trip(engine, tmp_path):
     assert "Untagged: busybox:latest" in removed and f"Deleted: {image.id}" in removed
     assert engine.docker("images", "-q", check=True).stdout == ""
     with open(saved, "rb") as f:  # the saved archive loads again, from stdin this time
-        again = subprocess.run(["/usr/bin/docker", "load"], stdin=f, env=engine.env,
-                               capture_output=True, text=True, timeout=60, check=False)
+        again = subprocess.run(
+            ["/usr/bin/docker", "load"],
+            stdin=f,
+            env=engine.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert again.returncode == 0 and "Loaded image: lab/box:1" in again.stdout
     assert images.get("lab/box:1").id == image.id
     engine.docker("rmi", "-f", image.id, check=True)
@@ -164,12 +187,21 @@ def test_a_hostile_archive_is_refused_and_the_store_is_left_as_it_was(engine, tm
         info.size = 4
         tar.addfile(info, io.BytesIO(b"evil"))
     diff_id = "sha256:" + hashlib.sha256(layer.getvalue()).hexdigest()
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
     manifest = [{"Config": "c.json", "RepoTags": ["x:1"], "Layers": ["layer.tar"]}]
     with tarfile.open(evil, "w") as tar:
-        for name, data in [("layer.tar", layer.getvalue()), ("c.json", config),
-                           ("manifest.json", json.dumps(manifest).encode())]:
+        for name, data in [
+            ("layer.tar", layer.getvalue()),
+            ("c.json", config),
+            ("manifest.json", json.dumps(manifest).encode()),
+        ]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -219,7 +251,11 @@ def test_docker_py_sees_the_engine_and_loads_images(engine):
 def test_a_second_engine_on_the_same_socket_is_refused(engine):
     other = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "engine", "--socket", str(engine.socket)],
-        env=engine.env, capture_output=True, text=True, timeout=60, check=False,
+        env=engine.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert other.returncode == 2 and "an engine already serves" in other.stderr
     assert "Traceback" not in other.stderr
@@ -228,9 +264,21 @@ def test_a_second_engine_on_the_same_socket_is_refused(engine):
 
 def test_tcp_is_refused_anywhere_but_loopback(engine, tmp_path):
     other = subprocess.run(
-        [sys.executable, "-m", "labkit.cli", "engine", "--socket", str(tmp_path / "e.sock"),
-         "--tcp", "0.0.0.0:2375"],
-        env=engine.env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "labkit.cli",
+            "engine",
+            "--socket",
+            str(tmp_path / "e.sock"),
+            "--tcp",
+            "0.0.0.0:2375",
+        ],
+        env=engine.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert other.returncode == 2 and "only on 127.0.0.1" in other.stderr
     assert not (tmp_path / "e.sock").exists()

@@ -72,8 +72,9 @@ def test_errors_are_one_sentence_with_the_right_status(box):
         ({"Image": "busybox", "HostConfig": "no"}, 400, "HostConfig"),
         ({"Cmd": ["true"]}, 400, "Image"),
     ]:
-        got, _, answer = box.request("POST", create, json.dumps(body),
-                                     {"Content-Type": "application/json"})
+        got, _, answer = box.request(
+            "POST", create, json.dumps(body), {"Content-Type": "application/json"}
+        )
         message = json.loads(answer)["message"]
         assert got == status and words in message, (body, got, message)
     run = box.docker("run", "--rm", "no-such-image", "true")
@@ -91,8 +92,9 @@ def test_detached_container_ps_logs_inspect_stop_rm(box):
     cid = run.stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", cid)
     try:
-        listed = box.docker("ps", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.Status}}",
-                            check=True).stdout.split()
+        listed = box.docker(
+            "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.Status}}", check=True
+        ).stdout.split()
         assert listed[:3] == [cid, "web", "Up"]
         assert wait_until(lambda: "started" in box.docker("logs", "web").stdout, 10)
         logs = box.docker("logs", "web", check=True)
@@ -104,8 +106,13 @@ def test_detached_container_ps_logs_inspect_stop_rm(box):
         assert state["State"]["Running"] and os.path.exists(f"/proc/{state['State']['Pid']}")
         assert state["Config"]["Cmd"] == ["sh", "-c", script]
         assert {"HostConfig", "NetworkSettings", "Mounts"} <= set(state)
-        follow = subprocess.Popen([DOCKER, "logs", "-f", "web"], env=box.env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        follow = subprocess.Popen(
+            [DOCKER, "logs", "-f", "web"],
+            env=box.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         box.docker("stop", "-t", "1", "web", check=True)  # SIGTERM; a second later SIGKILL
         out, _ = follow.communicate(timeout=30)  # -f ends when the container does
         assert out == "started\n"
@@ -121,8 +128,9 @@ def test_kill_and_rm_force(box):
     box.docker("run", "-d", "--name", "k1", "busybox", "sleep", "300", check=True)
     box.docker("run", "-d", "--name", "k2", "busybox", "sleep", "300", check=True)
     box.docker("kill", "k1", check=True)
-    assert wait_until(lambda: box.docker("inspect", "-f", "{{.State.ExitCode}}", "k1")
-                      .stdout.strip() == "137", 10)
+    assert wait_until(
+        lambda: box.docker("inspect", "-f", "{{.State.ExitCode}}", "k1").stdout.strip() == "137", 10
+    )
     refused = box.docker("rm", "k2")
     assert refused.returncode == 1 and "running" in refused.stderr
     pid = int(box.docker("inspect", "-f", "{{.State.Pid}}", "k2", check=True).stdout)
@@ -131,8 +139,9 @@ def test_kill_and_rm_force(box):
 
 
 def test_exec_runs_in_the_container_with_its_exit_code_and_stdin(box):
-    box.docker("run", "-d", "--name", "ex", "--hostname", "inside", "busybox", "sleep", "300",
-               check=True)
+    box.docker(
+        "run", "-d", "--name", "ex", "--hostname", "inside", "busybox", "sleep", "300", check=True
+    )
     try:
         assert box.docker("exec", "ex", "hostname", check=True).stdout == "inside\n"
         assert box.docker("exec", "ex", "sh", "-c", "exit 7").returncode == 7
@@ -155,8 +164,9 @@ def _on_a_pty(e, *args, timeout: float = 60) -> tuple[int, bytes]:
     """Run the docker CLI with a terminal of 24 rows and 80 columns; (exit status, output)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen([DOCKER, *args], env=e.env, stdin=slave, stdout=slave,
-                            stderr=slave, start_new_session=True)
+    proc = subprocess.Popen(
+        [DOCKER, *args], env=e.env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
+    )
     os.close(slave)
     out = b""
     deadline = time.monotonic() + timeout
@@ -181,12 +191,16 @@ def test_run_it_gets_a_terminal(box):
     assert no_containers(box)
 
 
-@pytest.mark.xfail(reason="CLI 20.10 resizes only after start's answer; on a loaded host the "
-                   "resize has come after the container's 5 s wait (cause not found yet)",
-                   strict=False)
+@pytest.mark.xfail(
+    reason="CLI 20.10 resizes only after start's answer; on a loaded host the "
+    "resize has come after the container's 5 s wait (cause not found yet)",
+    strict=False,
+)
 def test_run_it_terminal_has_the_clients_size(box):
-    sized = ('i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ] || [ $i -ge 100 ]; '
-             'do sleep 0.05; i=$((i+1)); done; echo "$s"')
+    sized = (
+        'i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ] || [ $i -ge 100 ]; '
+        'do sleep 0.05; i=$((i+1)); done; echo "$s"'
+    )
     status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c", sized)
     assert status == 0 and b"24 80" in out, out
     assert no_containers(box)
@@ -195,8 +209,7 @@ def test_run_it_terminal_has_the_clients_size(box):
 def test_exec_it_gets_a_terminal(box):
     box.docker("run", "-d", "--name", "term", "busybox", "sleep", "300", check=True)
     try:
-        status, out = _on_a_pty(box, "exec", "-it", "term", "sh", "-c",
-                                "tty; stty size; exit 4")
+        status, out = _on_a_pty(box, "exec", "-it", "term", "sh", "-c", "tty; stty size; exit 4")
         # The terminal is the container's own (/dev/pts there), of the client's size.
         assert status == 4 and re.search(rb"^/dev/pts/\d+\r\n24 80", out), out
     finally:
@@ -205,8 +218,9 @@ def test_exec_it_gets_a_terminal(box):
 
 def test_a_memory_limit_holds_and_the_oom_kill_shows_in_inspect(box):
     hog = "head -c 200m /dev/zero | tail > /dev/null"  # tail keeps a line with no end in memory
-    result = box.docker("run", "--name", "hog", "-m", "32m", "busybox", "sh", "-c", hog,
-                        timeout=120)
+    result = box.docker(
+        "run", "--name", "hog", "-m", "32m", "busybox", "sh", "-c", hog, timeout=120
+    )
     try:
         assert result.returncode == 137, result
         (state,) = json.loads(box.docker("inspect", "hog", check=True).stdout)
@@ -217,8 +231,10 @@ def test_a_memory_limit_holds_and_the_oom_kill_shows_in_inspect(box):
 
 
 def test_cpus_sets_the_cfs_quota(box):
-    read = ("cat /sys/fs/cgroup/cpu.max 2>/dev/null || "
-            "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    read = (
+        "cat /sys/fs/cgroup/cpu.max 2>/dev/null || "
+        "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us"
+    )
     result = box.docker("run", "--rm", "--cpus", "0.5", "busybox", "sh", "-c", read, check=True)
     assert result.stdout.split() == ["50000", "100000"], result.stdout
 
@@ -228,8 +244,14 @@ def test_top_and_stats_read_the_containers_cgroup(box):
     try:
         top = box.docker("top", "busy", check=True).stdout.splitlines()
         assert top[0].split()[:2] == ["UID", "PID"] and "sleep 300" in top[1]
-        stats = box.docker("stats", "--no-stream", "--format",
-                           "{{.Name}} {{.PIDs}} {{.MemUsage}}", "busy", check=True)
+        stats = box.docker(
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}} {{.MemUsage}}",
+            "busy",
+            check=True,
+        )
         name, pids, usage = stats.stdout.split(" ", 2)
         assert (name, pids) == ("busy", "1") and "/" in usage
     finally:
@@ -238,8 +260,9 @@ def test_top_and_stats_read_the_containers_cgroup(box):
 
 def test_a_published_port_is_reached_from_another_namespace(box):
     web = "mkdir /www; echo hello from the engine > /www/index.html; httpd -f -p 80 -h /www"
-    box.docker("run", "-d", "--name", "web", "-p", "18091:80", "busybox", "sh", "-c", web,
-               check=True)
+    box.docker(
+        "run", "-d", "--name", "web", "-p", "18091:80", "busybox", "sh", "-c", web, check=True
+    )
     client_bridge = network.bridge_add("lkbrcli")
     try:
         network.netns_add("labkit-tengine")
@@ -269,8 +292,9 @@ def test_docker_py_runs_containers(box):
     client = docker.DockerClient(base_url=f"unix://{box.socket}", timeout=120)
     try:
         assert client.containers.run("busybox", ["echo", "hi"], remove=True) == b"hi\n"
-        c = client.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2; exit 3"],
-                                  detach=True)
+        c = client.containers.run(
+            "busybox", ["sh", "-c", "echo out; echo err >&2; exit 3"], detach=True
+        )
         assert c.wait(timeout=60)["StatusCode"] == 3
         assert c.logs() == b"out\nerr\n" and c.logs(stdout=False) == b"err\n"
         c.remove()
@@ -286,8 +310,12 @@ def test_docker_py_runs_containers(box):
 
 def test_a_client_that_goes_away_mid_attach_leaves_the_engine_serving(box):
     loop = "while :; do echo tick; sleep 0.05; done"
-    cli = subprocess.Popen([DOCKER, "run", "--name", "gone", "busybox", "sh", "-c", loop],
-                           env=box.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    cli = subprocess.Popen(
+        [DOCKER, "run", "--name", "gone", "busybox", "sh", "-c", loop],
+        env=box.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert cli.stdout.readline() == b"tick\n"
         cli.kill()  # no goodbye: the hijacked connection just closes
@@ -309,7 +337,9 @@ def test_containers_outlive_an_engine_restart(box):
         box.start()
         listed = box.docker("ps", "--format", "{{.Names}} {{.Status}}", check=True).stdout
         assert listed.startswith("lives Up")
-        assert box.docker("exec", "lives", "echo", "still here", check=True).stdout == "still here\n"
+        assert (
+            box.docker("exec", "lives", "echo", "still here", check=True).stdout == "still here\n"
+        )
     finally:
         box.docker("rm", "-f", "lives")
     assert no_containers(box)

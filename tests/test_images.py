@@ -24,7 +24,8 @@ from labkit.errors import BadInput
 
 
 def layer_tar(*entries) -> bytes:
-    """A layer tar from (name, kind, payload) entries; kind: file dir symlink hardlink chr blk fifo."""
+    """A layer tar from (name, kind, payload) entries; kind: file dir symlink hardlink chr blk
+    fifo."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for name, kind, payload in entries:

@@ -100,9 +100,11 @@ def test_differing_kinds_counts_two_new_namespaces_of_a_kind_as_different():
 
 
 def test_lab_hostname_is_read_from_inside_the_process():
-    with ns.spawn(SLEEP, ["uts"], hostname="lab-ab") as good, \
-            ns.spawn(SLEEP, ["uts"], hostname="lab-toolong") as long_name, \
-            ns.spawn(SLEEP, ["ipc"]) as no_uts:
+    with (
+        ns.spawn(SLEEP, ["uts"], hostname="lab-ab") as good,
+        ns.spawn(SLEEP, ["uts"], hostname="lab-toolong") as long_name,
+        ns.spawn(SLEEP, ["ipc"]) as no_uts,
+    ):
         assert checks.check_lab_hostname(good).ok
         assert_wrong(checks.check_lab_hostname(long_name), "'lab-toolong'")
         assert_wrong(checks.check_lab_hostname(no_uts), "shares this notebook's UTS")
@@ -120,9 +122,11 @@ def test_message_queues_are_counted_per_ipc_namespace():
 def test_host_sees_queues_needs_two_queues_inside_and_the_host_count():
     quiet = subprocess.DEVNULL
     two = "ipcmk -Q && ipcmk -Q && exec sleep 60"
-    with ns.spawn(["sh", "-c", two], ["ipc"], stdout=quiet) as good, \
-            ns.spawn(["sh", "-c", "ipcmk -Q && exec sleep 60"], ["ipc"], stdout=quiet) as one, \
-            ns.spawn(SLEEP, ["uts"]) as no_ipc:
+    with (
+        ns.spawn(["sh", "-c", two], ["ipc"], stdout=quiet) as good,
+        ns.spawn(["sh", "-c", "ipcmk -Q && exec sleep 60"], ["ipc"], stdout=quiet) as one,
+        ns.spawn(SLEEP, ["uts"]) as no_ipc,
+    ):
         host = checks.message_queues()
         assert checks.check_host_sees_queues(good, host).ok
         assert_wrong(checks.check_host_sees_queues(good, host + 2), f"sees {host} message queues")
@@ -143,7 +147,7 @@ def test_sharing_matrix_letters_follow_the_inode_numbers():
     assert set(labels["me"].values()) == {"A"}
     assert labels["a"] == {k: "B" if k == "uts" else "A" for k in ns.KINDS}
     assert labels["b"]["uts"] == "C" and labels["b"]["net"] == "B" and labels["b"]["mnt"] == "A"
-    texts = [[t.get_text() for t in ax.texts][i * 8:(i + 1) * 8] for i in range(3)]
+    texts = [[t.get_text() for t in ax.texts][i * 8 : (i + 1) * 8] for i in range(3)]
     assert texts == [[labels[r][k] for k in ns.KINDS] for r in ("me", "a", "b")]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["me", "a", "b"]
 

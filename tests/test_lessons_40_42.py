@@ -163,7 +163,12 @@ def test_both_runtimes_go_through_the_same_life_cycle(bundle):
     by_runc = lab.life_cycle("runc", bundle)
     assert lab.life_cycle("labkit-runtime", bundle) == by_runc
     assert [status for _, _, status in by_runc] == [
-        "created", "running", "running", "stopped", "(no such container)"]
+        "created",
+        "running",
+        "running",
+        "stopped",
+        "(no such container)",
+    ]
     assert [code for _, code, _ in by_runc] == [0, 0, 1, 0, 0]
     assert lab.state_keys("labkit-runtime", bundle) == lab.state_keys("runc", bundle)
 

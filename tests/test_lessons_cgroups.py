@@ -33,8 +33,10 @@ def blank(v) -> None:
 
 def test_file_table_comes_from_both_backends():
     rows = {r[0]: r[1:] for r in lab.file_table()}
-    assert rows["memory='64M'"] == ("memory.limit_in_bytes, memory.memsw.limit_in_bytes",
-                                    "memory.max")
+    assert rows["memory='64M'"] == (
+        "memory.limit_in_bytes, memory.memsw.limit_in_bytes",
+        "memory.max",
+    )
     assert rows["memory='64M', swap='0'"][1] == "memory.swap.max, memory.max"
     assert rows["cpus=0.5"] == ("cpu.cfs_period_us, cpu.cfs_quota_us", "cpu.max")
     assert rows["weight=300"] == ("cpu.shares", "cpu.weight")
@@ -217,7 +219,21 @@ def test_cgroup_command_creates_runs_freezes_and_removes(capsys):
     assert main(["cgroup", "remove", name]) == 0 and not Cgroup(name).exists
     assert main(["cgroup", "stats", name]) == 2
     # run: a new group for one command, its stats on stderr, removed afterwards
-    code = main(["cgroup", "run", "--memory", "32M", "--swap", "0", name, "--",
-                 sys.executable, "-S", "-c", "x = b'x' * (64 << 20)"])
+    code = main(
+        [
+            "cgroup",
+            "run",
+            "--memory",
+            "32M",
+            "--swap",
+            "0",
+            name,
+            "--",
+            sys.executable,
+            "-S",
+            "-c",
+            "x = b'x' * (64 << 20)",
+        ]
+    )
     assert code == 128 + 9 and "1 OOM kill(s)" in capsys.readouterr().err
     assert not Cgroup(name).exists

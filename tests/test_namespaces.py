@@ -49,7 +49,9 @@ def test_ns_ids_match_proc_links():
     ids = ns.ns_ids(os.getpid())
     assert ids["uts"] == os.stat("/proc/self/ns/uts").st_ino
     parent = os.getppid()
-    assert ns.shared(os.getpid(), parent)["uts"] == (ids["uts"] == os.stat(f"/proc/{parent}/ns/uts").st_ino)
+    assert ns.shared(os.getpid(), parent)["uts"] == (
+        ids["uts"] == os.stat(f"/proc/{parent}/ns/uts").st_ino
+    )
 
 
 def test_new_namespaces_differ_only_in_the_kinds_asked_for():
@@ -140,7 +142,9 @@ def test_ipc_objects_are_invisible_outside():
 def test_mounts_in_a_new_mount_namespace_do_not_reach_the_host(tmp_path):
     target = tmp_path / "inside"
     target.mkdir()
-    result = sh(f"mount -t tmpfs labkit-test {target} && grep -c ' {target} ' /proc/self/mountinfo", ["mnt"])
+    result = sh(
+        f"mount -t tmpfs labkit-test {target} && grep -c ' {target} ' /proc/self/mountinfo", ["mnt"]
+    )
     assert result.stdout.strip() == "1"
     assert str(target) not in Path("/proc/self/mountinfo").read_text()
 

@@ -1,4 +1,5 @@
-"""The project's frame stays true: dependencies in step, the README's commands real, set-up re-runnable."""
+"""The project's frame stays true: dependencies in step, the README's commands real, set-up
+re-runnable."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def test_setup_is_idempotent():
 
 
 def test_setup_refuses_an_unknown_purpose():
-    result = subprocess.run([str(ROOT / "scripts" / "setup"), "tset"], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "setup"), "tset"], capture_output=True, text=True
+    )
     assert result.returncode == 2
     assert "unknown purpose 'tset': use 'lab' or 'test'" in result.stderr
 
@@ -78,5 +81,9 @@ def test_every_notebook_is_in_the_readme_course_map_in_order():
 def test_notebooks_are_stored_with_outputs():
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
         cells = json.loads(nb.read_text())["cells"]
-        unrun = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and c.get("execution_count") is None]
+        unrun = [
+            i
+            for i, c in enumerate(cells)
+            if c["cell_type"] == "code" and c.get("execution_count") is None
+        ]
         assert not unrun, f"{nb.name}: code cells {unrun} are stored without outputs"

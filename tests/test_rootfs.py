@@ -197,7 +197,9 @@ def noexec_state_dir(tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     run.mkdir()
-    ksys.mount("labkit-test-run", str(run), "tmpfs", ksys.MS_NOSUID | ksys.MS_NODEV | ksys.MS_NOEXEC)
+    ksys.mount(
+        "labkit-test-run", str(run), "tmpfs", ksys.MS_NOSUID | ksys.MS_NODEV | ksys.MS_NOEXEC
+    )
     monkeypatch.setenv("LABKIT_STATE_DIR", str(run / "labkit"))
     yield run / "labkit"
     cleanup.cleanup()

@@ -119,15 +119,17 @@ def test_reads_only_the_files_it_needs_and_refuses_bad_settings(group):
     assert all(p.is_file() and cgroup.dirname in str(p) for p in files.values())
     only_pids = Sampler(cgroup, groups=("pids",))
     assert set(only_pids.files) == {"pids_current", "pids_refused"}
-    for bad, words in [({"hz": 0}, "sampling rate"), ({"groups": ("disk",)}, "counter group"),
-                       ({"max_seconds": -1}, "bound")]:
+    for bad, words in [
+        ({"hz": 0}, "sampling rate"),
+        ({"groups": ("disk",)}, "counter group"),
+        ({"max_seconds": -1}, "bound"),
+    ]:
         with pytest.raises(BadInput, match=words):
             Sampler(cgroup, **bad)
     sampler = Sampler(cgroup, max_samples=2).start()
     with pytest.raises(BadInput, match="already ran"):
         sampler.start()
     sampler.stop()
-
 
 
 @pytest.mark.fake_tree
@@ -138,18 +140,37 @@ def test_v2_files_and_formats_against_a_fake_tree(tmp_path, fake_kernel):
     d = box.dirs[0]
     (d / "memory.current").write_text("1048576\n")
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\noom_group_kill 0\n")
-    (d / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
-                                "nr_periods 9\nnr_throttled 4\nthrottled_usec 700\n")
+    (d / "cpu.stat").write_text(
+        "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n"
+        "nr_periods 9\nnr_throttled 4\nthrottled_usec 700\n"
+    )
     (d / "pids.events").write_text("max 5\n")
-    (d / "memory.pressure").write_text("some avg10=1.00 avg60=0.00 avg300=0.00 total=4242\n"
-                                       "full avg10=0.00 avg60=0.00 avg300=0.00 total=1\n")
+    (d / "memory.pressure").write_text(
+        "some avg10=1.00 avg60=0.00 avg300=0.00 total=4242\n"
+        "full avg10=0.00 avg60=0.00 avg300=0.00 total=1\n"
+    )
     sampler = Sampler(box, max_samples=2).start()
     sampler.wait(3)
     last = {name: values[-1] for name, values in sampler.series.values.items()}
     assert {p.name for p in sampler.files.values()} == {
-        "memory.current", "memory.peak", "memory.events", "cpu.stat", "pids.current",
-        "pids.events", "cpu.pressure", "memory.pressure"}
-    assert last == {"memory_current": 1 << 20, "memory_peak": 0, "oom_kills": 2,
-                    "cpu_usage_us": 1500, "cpu_throttled": 4, "cpu_throttled_us": 700,
-                    "pids_current": 0, "pids_refused": 5, "cpu_stall_us": 0,
-                    "memory_stall_us": 4242}
+        "memory.current",
+        "memory.peak",
+        "memory.events",
+        "cpu.stat",
+        "pids.current",
+        "pids.events",
+        "cpu.pressure",
+        "memory.pressure",
+    }
+    assert last == {
+        "memory_current": 1 << 20,
+        "memory_peak": 0,
+        "oom_kills": 2,
+        "cpu_usage_us": 1500,
+        "cpu_throttled": 4,
+        "cpu_throttled_us": 700,
+        "pids_current": 0,
+        "pids_refused": 5,
+        "cpu_stall_us": 0,
+        "memory_stall_us": 4242,
+    }

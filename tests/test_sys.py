@@ -1,4 +1,5 @@
-"""Each syscall wrapper turns the kernel's refusal into an OSError that keeps errno and names the call.
+"""Each syscall wrapper turns the kernel's refusal into an OSError that keeps errno and names
+the call.
 
 Every call here is made so that the kernel refuses it: nothing on the host changes.
 """

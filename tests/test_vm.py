@@ -456,9 +456,17 @@ def lab_server(tmp_path):
         port = s.getsockname()[1]
     bin_dir = Path(os.sys.executable).parent
     server = subprocess.Popen(
-        [str(bin_dir / "jupyter"), "lab", "--allow-root", "--no-browser",
-         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-         f"--ServerApp.root_dir={nb_dir}", "--LabApp.news_url=None"],
+        [
+            str(bin_dir / "jupyter"),
+            "lab",
+            "--allow-root",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={nb_dir}",
+            "--LabApp.news_url=None",
+        ],
         env={**os.environ, "JUPYTER_TOKEN_FILE": str(token_file), "HOME": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -490,14 +498,41 @@ def test_check_lab_fails_the_cells_nbval_fails(lab_server):
     synthetic_notebook(notebook)
     sanitize = REPO / "notebooks" / "sanitize.cfg"
     nbval = subprocess.run(
-        [os.sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval",
-         "--nbval-current-env", "--nbval-sanitize-with", str(sanitize), str(notebook)],
-        check=False, capture_output=True, text=True, timeout=120, cwd=nb_dir,
+        [
+            os.sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--nbval",
+            "--nbval-current-env",
+            "--nbval-sanitize-with",
+            str(sanitize),
+            str(notebook),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=nb_dir,
     )
     ours = subprocess.run(
-        [os.sys.executable, str(CHECK_LAB), "--url", url, "--token-file", str(token_file),
-         "--sanitize", str(sanitize), str(notebook)],
-        check=False, capture_output=True, text=True, timeout=120,
+        [
+            os.sys.executable,
+            str(CHECK_LAB),
+            "--url",
+            url,
+            "--token-file",
+            str(token_file),
+            "--sanitize",
+            str(sanitize),
+            str(notebook),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     expected = failing_cells(nbval.stdout, r"FAILED \S*::Cell (\d+)")
     assert expected == {4, 5, 6}, nbval.stdout  # the notebook is built to fail these
@@ -518,9 +553,21 @@ def test_check_lab_passes_a_notebook_whose_outputs_match(lab_server):
     nb.cells = [c for i, c in enumerate(nb.cells) if i not in (4, 5, 6)]
     nbformat.write(nb, str(notebook))
     ours = subprocess.run(
-        [os.sys.executable, str(CHECK_LAB), "--url", url, "--token-file", str(token_file),
-         "--sanitize", str(REPO / "notebooks" / "sanitize.cfg"), str(notebook)],
-        check=False, capture_output=True, text=True, timeout=120,
+        [
+            os.sys.executable,
+            str(CHECK_LAB),
+            "--url",
+            url,
+            "--token-file",
+            str(token_file),
+            "--sanitize",
+            str(REPO / "notebooks" / "sanitize.cfg"),
+            str(notebook),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert "PASS ok.ipynb (5 cells run, 3 compared, 1 skipped" in ours.stdout
@@ -542,7 +589,11 @@ def test_a_changed_scripts_lab_changes_the_unit(tmp_path, fake_systemctl):
     def run():
         return subprocess.run(
             ["bash", str(copy / "scripts" / "provision-vm"), "--no-setup"],
-            check=False, capture_output=True, text=True, timeout=30, env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
         )
 
     assert "changed: yes" in run().stdout

@@ -151,7 +151,7 @@ class DeviceCgroup:
             pass
 
 
-# --- cgroup v2: the rules as an eBPF program -------------------------------------------------------
+# --- cgroup v2: the rules as an eBPF program ----------------------------------------------
 
 # What the kernel passes the program (struct bpf_cgroup_dev_ctx in <linux/bpf.h>): three u32,
 # access_type = access << 16 | type, then the device's major and minor number.

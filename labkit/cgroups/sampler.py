@@ -130,8 +130,9 @@ class Sampler:
             for fd in fds.values():
                 os.close(fd)
             raise
-        self._thread = threading.Thread(target=self._run, args=(fds, plan), daemon=True,
-                                        name=f"sampler-{self.cgroup.name}")
+        self._thread = threading.Thread(
+            target=self._run, args=(fds, plan), daemon=True, name=f"sampler-{self.cgroup.name}"
+        )
         self._thread.start()
         return self
 
@@ -177,7 +178,7 @@ class Sampler:
                     series.values[name].append(reader(texts[fd]))
             except OSError:  # ENODEV: the cgroup was removed under us
                 for values in series.values.values():
-                    del values[len(series.t):]  # keep the columns as long as t
+                    del values[len(series.t) :]  # keep the columns as long as t
                 return "cgroup removed"
             series.t.append(now - t0)
             if len(series.t) >= self.max_samples:

@@ -145,7 +145,10 @@ class Backend:
         if quota is not None and period is not None:
             cpus = MAX if int(quota) == _UNLIMITED else int(quota) / int(period)
         return Limits(
-            memory=memory, swap=swap, memory_high=size(text("memory_high")), cpus=cpus,
+            memory=memory,
+            swap=swap,
+            memory_high=size(text("memory_high")),
+            cpus=cpus,
             weight=None if shares is None else max(1, round(int(shares) * 100 / 1024)),
             pids=None if pids is None else MAX if pids == MAX else int(pids),
             cpuset=text("cpuset"),

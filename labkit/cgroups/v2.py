@@ -174,8 +174,13 @@ class Backend:
             quota, period = found["cpus"].split()
             cpus = MAX if quota == MAX else int(quota) / int(period)
         return Limits(
-            memory=number("memory"), swap=number("swap"), memory_high=number("memory_high"),
-            cpus=cpus, weight=number("weight"), pids=number("pids"), cpuset=found.get("cpuset"),
+            memory=number("memory"),
+            swap=number("swap"),
+            memory_high=number("memory_high"),
+            cpus=cpus,
+            weight=number("weight"),
+            pids=number("pids"),
+            cpuset=found.get("cpuset"),
         )
 
     def plan(self, limits: Limits) -> list[tuple[Path, str]]:

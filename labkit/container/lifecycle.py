@@ -163,7 +163,8 @@ def create(
 
     Every step runs except those in *skip* (names from ``steps.NAMES``); the process waits for
     ``start``. With process.terminal, the container's stdio is a pseudo-terminal whose master
-    side is sent to the unix socket *console_socket* (as runc does). With *image* (a name in labkit's image store) the root is an overlay of the
+    side is sent to the unix socket *console_socket* (as runc does). With *image* (a name in
+    labkit's image store) the root is an overlay of the
     image's layers with a fresh writable layer on top, in place of the spec's root.path. On any
     failure everything made so far is undone and ContainerError names the step.
     """
@@ -342,9 +343,7 @@ def _start_init(
                 group.add(proc.pid)
             if groups:
                 times["join_cgroup"] += time.perf_counter() - began
-            pipes.send(
-                {"config": spec.to_dict(), "skip": list(skip)}
-            )
+            pipes.send({"config": spec.to_dict(), "skip": list(skip)})
             pid = _follow(proc, pipes, spec, skip, times)
         except BaseException:
             if proc.poll() is None:
@@ -392,11 +391,14 @@ def _follow(proc, pipes: channel.Parent, spec: Spec, skip, times: dict) -> int:
 def _set_up_failed(failed: channel.StepFailed) -> ContainerError:
     """The init's failure as one sentence naming the step (and the exception, if not the OS's)."""
     message = failed.message + (f": {failed.filename}" if failed.filename else "")
-    kind = "" if failed.type in ("OSError", "FileNotFoundError", "PermissionError") else (
-        f" ({failed.type})"
+    kind = (
+        ""
+        if failed.type in ("OSError", "FileNotFoundError", "PermissionError")
+        else (f" ({failed.type})")
     )
-    return ContainerError(f"container set-up failed at step {failed.step}: {message}{kind}",
-                          step=failed.step)
+    return ContainerError(
+        f"container set-up failed at step {failed.step}: {message}{kind}", step=failed.step
+    )
 
 
 def _write_id_maps(pid: int, spec: Spec) -> None:

@@ -228,7 +228,9 @@ class Request:
                     data = rfile.read(min(size, 1 << 20))
                     if not data:
                         self._h.close_connection = True
-                        raise BadRequest("the client closed the connection in the middle of the body.")
+                        raise BadRequest(
+                            "the client closed the connection in the middle of the body."
+                        )
                     size -= len(data)
                     yield data
                 rfile.readline(_LINE_LIMIT)  # the CRLF after each chunk

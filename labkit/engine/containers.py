@@ -113,7 +113,9 @@ def start(request, id: str) -> Reply:
 def wait(request, id: str) -> None:
     condition = request.arg("condition") or "not-running"
     if condition not in _WAIT_CONDITIONS:
-        raise BadRequest(f"wait condition {condition[:40]!r} is not one of {', '.join(_WAIT_CONDITIONS)}.")
+        raise BadRequest(
+            f"wait condition {condition[:40]!r} is not one of {', '.join(_WAIT_CONDITIONS)}."
+        )
     container = manager.get(id)
     request.drain()
     # The head at once: docker run sends start only after it arrives.
@@ -189,9 +191,14 @@ def logs(request, id: str) -> None:
     timestamps = request.flag("timestamps")
     tty = _tty(id)
     entries = manager.logs(
-        id, stdout=stdout, stderr=stderr, follow=request.flag("follow"),
-        since=request.int_arg("since", 0), until=request.int_arg("until", 0),
-        timestamps=timestamps, tail=tail,
+        id,
+        stdout=stdout,
+        stderr=stderr,
+        follow=request.flag("follow"),
+        since=request.int_arg("since", 0),
+        until=request.int_arg("until", 0),
+        timestamps=timestamps,
+        tail=tail,
     )
     stream = request.stream(200, streams.content_type(tty))
     wire = streams.encode(tty)
@@ -233,8 +240,11 @@ def attach(request, id: str) -> None:
     want_stdin = request.flag("stdin")
     late = want_stdin and manager.get(id).status == "created"
     session = manager.attach(
-        id, stdin=want_stdin and not late, stdout=request.flag("stdout"),
-        stderr=request.flag("stderr"), logs=request.flag("logs"),
+        id,
+        stdin=want_stdin and not late,
+        stdout=request.flag("stdout"),
+        stderr=request.flag("stderr"),
+        logs=request.flag("logs"),
         stream=request.flag("stream", True),
     )
     stdin = _LateStdin(id) if late else session
@@ -305,4 +315,3 @@ def stats(request, id: str) -> Reply | None:
             break
     stream.close()
     return None
-

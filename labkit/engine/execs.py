@@ -28,7 +28,7 @@ def _cmd(body: dict) -> list[str]:
     if isinstance(cmd, str):
         cmd = [cmd]
     if not cmd or not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
-        raise BadRequest("exec needs Cmd, a non-empty list of strings (e.g. [\"ls\", \"/\"]).")
+        raise BadRequest('exec needs Cmd, a non-empty list of strings (e.g. ["ls", "/"]).')
     return cmd
 
 
@@ -39,9 +39,14 @@ def create(request, id: str) -> Reply:
     if env is not None and not (isinstance(env, list) and all(isinstance(e, str) for e in env)):
         raise BadRequest("exec's Env must be a list of NAME=VALUE strings.")
     exec_id = manager.exec_create(
-        id, _cmd(body), env=env, user=body.get("User") or None,
-        workdir=body.get("WorkingDir") or None, tty=bool(body.get("Tty")),
-        privileged=bool(body.get("Privileged")), stdin=bool(body.get("AttachStdin")),
+        id,
+        _cmd(body),
+        env=env,
+        user=body.get("User") or None,
+        workdir=body.get("WorkingDir") or None,
+        tty=bool(body.get("Tty")),
+        privileged=bool(body.get("Privileged")),
+        stdin=bool(body.get("AttachStdin")),
     )
     with _lock:
         _attach[exec_id] = {
@@ -59,8 +64,12 @@ def _options(exec_id: str) -> dict:
     if found is None:
         info = manager.exec_inspect(exec_id)  # NotFound if there is no such exec
         config = info.get("ProcessConfig") or {}
-        found = {"stdin": bool(info.get("OpenStdin")), "stdout": True, "stderr": True,
-                 "tty": bool(config.get("tty"))}
+        found = {
+            "stdin": bool(info.get("OpenStdin")),
+            "stdout": True,
+            "stderr": True,
+            "tty": bool(config.get("tty")),
+        }
     return found
 
 
@@ -173,6 +182,7 @@ def _pty_for(container_id: str) -> tuple[int, int]:
 
 def _run_on_pty(conn, exec_id: str, options, master: int, slave: int) -> None:
     if options["stdin"]:
+
         def write(data: bytes) -> None:
             os.write(master, data)
 
@@ -205,4 +215,3 @@ def resize(request, id: str) -> Reply:
 @route("GET", "/exec/{id}/json")
 def inspect(request, id: str) -> Reply:
     return Reply(200, manager.exec_inspect(id))
-

@@ -59,9 +59,16 @@ def summary(image: images.Image) -> dict:
     """An ImageSummary: what ``docker images`` lists."""
     size = sum(image.sizes)
     return {
-        "Id": image.id, "ParentId": "", "RepoTags": image.names, "RepoDigests": [],
-        "Created": _created(image), "Size": size, "VirtualSize": size, "SharedSize": -1,
-        "Labels": (image.config.get("config") or {}).get("Labels") or {}, "Containers": -1,
+        "Id": image.id,
+        "ParentId": "",
+        "RepoTags": image.names,
+        "RepoDigests": [],
+        "Created": _created(image),
+        "Size": size,
+        "VirtualSize": size,
+        "SharedSize": -1,
+        "Labels": (image.config.get("config") or {}).get("Labels") or {},
+        "Containers": -1,
     }
 
 
@@ -84,8 +91,7 @@ def list_images(request) -> Reply:
     unknown = set(filters) - {"reference", "dangling"}
     if unknown:
         raise NotImplementedHere(
-            f"the image filter {min(unknown)!r} is not supported here: use reference or "
-            "dangling."
+            f"the image filter {min(unknown)!r} is not supported here: use reference or dangling."
         )
     return Reply(200, [summary(i) for i in images.list_images() if _matches(i, filters)])
 
@@ -95,17 +101,32 @@ def inspect(request, name: str) -> Reply:
     image = find(name)
     config = image.config.get("config") or {}
     size = sum(image.sizes)
-    return Reply(200, {
-        "Id": image.id, "RepoTags": image.names, "RepoDigests": [], "Parent": "",
-        "Comment": "", "Created": _rfc3339(_created(image)), "Container": "",
-        "ContainerConfig": config, "DockerVersion": "", "Author": image.config.get("author", ""),
-        "Config": config, "Architecture": image.config.get("architecture", ""),
-        "Os": image.config.get("os", "linux"), "Size": size, "VirtualSize": size,
-        "GraphDriver": {"Name": "overlay", "Data": {
-            "LowerDir": ":".join(str(d) for d in image.lowerdirs)}},
-        "RootFS": {"Type": "layers", "Layers": image.diff_ids},
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-    })
+    return Reply(
+        200,
+        {
+            "Id": image.id,
+            "RepoTags": image.names,
+            "RepoDigests": [],
+            "Parent": "",
+            "Comment": "",
+            "Created": _rfc3339(_created(image)),
+            "Container": "",
+            "ContainerConfig": config,
+            "DockerVersion": "",
+            "Author": image.config.get("author", ""),
+            "Config": config,
+            "Architecture": image.config.get("architecture", ""),
+            "Os": image.config.get("os", "linux"),
+            "Size": size,
+            "VirtualSize": size,
+            "GraphDriver": {
+                "Name": "overlay",
+                "Data": {"LowerDir": ":".join(str(d) for d in image.lowerdirs)},
+            },
+            "RootFS": {"Type": "layers", "Layers": image.diff_ids},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -257,4 +278,3 @@ def create(request) -> Reply | None:
             stream.json({"status": image.id})
         stream.close()
     return None
-

@@ -41,9 +41,27 @@ IDLE_TIMEOUT = 120.0  # seconds a connection may sit idle between requests
 
 # Known parts of Docker's API that labkit's engine does not have: 501, not 404.
 _NOT_HERE = (
-    "/networks", "/volumes", "/swarm", "/nodes", "/services", "/tasks", "/secrets", "/configs",
-    "/plugins", "/build", "/session", "/distribution", "/commit", "/events", "/system", "/auth",
-    "/grpc", "/images/search", "/images/prune", "/containers/prune", "/images/push",
+    "/networks",
+    "/volumes",
+    "/swarm",
+    "/nodes",
+    "/services",
+    "/tasks",
+    "/secrets",
+    "/configs",
+    "/plugins",
+    "/build",
+    "/session",
+    "/distribution",
+    "/commit",
+    "/events",
+    "/system",
+    "/auth",
+    "/grpc",
+    "/images/search",
+    "/images/prune",
+    "/containers/prune",
+    "/images/push",
 )
 
 
@@ -120,8 +138,14 @@ class Handler(BaseHTTPRequestHandler):
             what = printable(getattr(self, "requestline", "") or "-", 60)
         self.server.log.line(f"{what} {status} {ms:.1f}ms{note}")
 
-    def send_head(self, status: int, content_type: str | None, length: int | None = None,
-                  chunked: bool = False, extra: dict | None = None) -> None:
+    def send_head(
+        self,
+        status: int,
+        content_type: str | None,
+        length: int | None = None,
+        chunked: bool = False,
+        extra: dict | None = None,
+    ) -> None:
         self.send_response(status)
         self._common_headers()
         if content_type:
@@ -164,8 +188,9 @@ class Handler(BaseHTTPRequestHandler):
         }.get(code, message or "bad request")
         self._answer(code, {"message": f"{text}: {printable(message or '', 80)}."})
 
-    def _answer(self, status: int, body, content_type: str = "application/json",
-                headers: dict | None = None) -> None:
+    def _answer(
+        self, status: int, body, content_type: str = "application/json", headers: dict | None = None
+    ) -> None:
         if isinstance(body, (bytes, bytearray)):
             data = bytes(body)
         elif body is None:
@@ -176,8 +201,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_head(status, None, None, extra=headers)
             return
         head = self.command == "HEAD"  # the head only: a body here is "unsolicited" to Go
-        self.send_head(status, content_type if data else None, 0 if head else len(data),
-                       extra=headers)
+        self.send_head(
+            status, content_type if data else None, 0 if head else len(data), extra=headers
+        )
         if not head:
             self.wfile.write(data)
             self.wfile.flush()
@@ -206,17 +232,20 @@ class Handler(BaseHTTPRequestHandler):
         except (LabkitError, OSError) as e:
             self._fail(request, status_of(e) if isinstance(e, LabkitError) else 500, str(e))
         except Exception as e:  # noqa: BLE001  a bug in the engine: say so, keep serving
-            self.server.log.line("engine error: " + "".join(
-                traceback.format_exception_only(type(e), e)).strip())
+            self.server.log.line(
+                "engine error: " + "".join(traceback.format_exception_only(type(e), e)).strip()
+            )
             if os.environ.get("LABKIT_ENGINE_DEBUG"):
                 traceback.print_exc()
-            self._fail(request, 500, f"the engine failed on this request ({type(e).__name__}); "
-                       "see its log")
+            self._fail(
+                request, 500, f"the engine failed on this request ({type(e).__name__}); see its log"
+            )
         finally:
             if self._streaming:  # how long the stream lasted
                 ms = (time.monotonic() - self._t0) * 1000
-                self.server.log.line(f"  end of {self.command} {printable(self.path)} "
-                                     f"after {ms:.1f}ms")
+                self.server.log.line(
+                    f"  end of {self.command} {printable(self.path)} after {ms:.1f}ms"
+                )
             if self.close_connection is False:
                 self.connection.settimeout(IDLE_TIMEOUT)
 
@@ -325,7 +354,9 @@ def unix_server(path: Path, group: str | None, log: Log) -> UnixServer:
         try:
             gid = grp.getgrnam(group).gr_gid
         except KeyError:
-            raise BadInput(f"there is no group {group!r} on this host: create it or name another.") from None
+            raise BadInput(
+                f"there is no group {group!r} on this host: create it or name another."
+            ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     _free_socket_path(path)
     # The umask makes the socket 0600 from its first instant, not after a chmod.
@@ -359,8 +390,12 @@ def _stop(signum, _frame):
     raise SystemExit(0)
 
 
-def serve(socket_path: str | os.PathLike | None = None, group: str | None = None,
-          tcp: str | None = None, out=None) -> None:
+def serve(
+    socket_path: str | os.PathLike | None = None,
+    group: str | None = None,
+    tcp: str | None = None,
+    out=None,
+) -> None:
     """Serve the Engine API in the foreground until SIGTERM or SIGINT; containers keep running."""
     from . import containers, execs, images, system  # noqa: F401  (they register their routes)
 
@@ -370,15 +405,19 @@ def serve(socket_path: str | os.PathLike | None = None, group: str | None = None
     try:
         if tcp:
             servers.append(tcp_server(tcp, log))
-            log.line(f"warning: the API listens on TCP {tcp}: every local user who can connect "
-                     "is root on this machine.")
+            log.line(
+                f"warning: the API listens on TCP {tcp}: every local user who can connect "
+                "is root on this machine."
+            )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _stop)
         for extra in servers[1:]:
             threading.Thread(target=extra.serve_forever, daemon=True).start()
         mode = f"0660, group {group}" if group else "0600, root only"
-        log.line(f"labkit engine {__version__}: API {API_VERSION} on unix://{path} ({mode}); "
-                 f"DOCKER_HOST=unix://{path}")
+        log.line(
+            f"labkit engine {__version__}: API {API_VERSION} on unix://{path} ({mode}); "
+            f"DOCKER_HOST=unix://{path}"
+        )
         servers[0].serve_forever()
     except SystemExit:
         pass

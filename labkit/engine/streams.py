@@ -129,8 +129,11 @@ def open_pty(root: str) -> tuple[int, int]:
         os.close(master)
         raise
     st = os.fstat(slave)
-    if not (stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in _PTY_SLAVE_MAJORS
-            and (os.major(st.st_rdev) - 136) * 256 + os.minor(st.st_rdev) == number):
+    if not (
+        stat.S_ISCHR(st.st_mode)
+        and os.major(st.st_rdev) in _PTY_SLAVE_MAJORS
+        and (os.major(st.st_rdev) - 136) * 256 + os.minor(st.st_rdev) == number
+    ):
         os.close(slave)
         os.close(master)
         raise OSError(f"{root}/dev/pts/{number} is not the pty slave of its ptmx")

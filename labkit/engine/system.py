@@ -30,8 +30,12 @@ _STARTED = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 def ping(request) -> Reply:
     # The headers are what the client reads: server.py puts Api-Version and Ostype on every
     # answer; a HEAD gets them with no body.
-    return Reply(200, b"OK", "text/plain; charset=utf-8", {
-        "Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"})
+    return Reply(
+        200,
+        b"OK",
+        "text/plain; charset=utf-8",
+        {"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "no-cache"},
+    )
 
 
 def _os_name() -> str:
@@ -54,20 +58,32 @@ def mem_total() -> int:
 @route("GET", "/version")
 def version(request) -> Reply:
     arch = _GOARCH.get(platform.machine(), platform.machine())
-    details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux",
-               "Arch": arch, "KernelVersion": platform.release(),
-               "GitCommit": "labkit", "GoVersion": f"python{platform.python_version()}",
-               "BuildTime": _STARTED}
-    return Reply(200, {
-        "Platform": {"Name": "labkit engine"},
-        "Components": [
-            {"Name": "Engine", "Version": __version__, "Details": details},
-            {"Name": "labkit-runtime", "Version": __version__,
-             "Details": {"GitCommit": "labkit"}},
-        ],
-        "Version": __version__,
-        **details,
-    })
+    details = {
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": platform.release(),
+        "GitCommit": "labkit",
+        "GoVersion": f"python{platform.python_version()}",
+        "BuildTime": _STARTED,
+    }
+    return Reply(
+        200,
+        {
+            "Platform": {"Name": "labkit engine"},
+            "Components": [
+                {"Name": "Engine", "Version": __version__, "Details": details},
+                {
+                    "Name": "labkit-runtime",
+                    "Version": __version__,
+                    "Details": {"GitCommit": "labkit"},
+                },
+            ],
+            "Version": __version__,
+            **details,
+        },
+    )
 
 
 @route("GET", "/info")
@@ -76,43 +92,81 @@ def info(request) -> Reply:
 
     counts = containers.counts()
     mode = detect_mode()
-    return Reply(200, {
-        "ID": _engine_id(),
-        "Containers": sum(counts.values()),
-        "ContainersRunning": counts.get("running", 0),
-        "ContainersPaused": counts.get("paused", 0),
-        "ContainersStopped": sum(n for s, n in counts.items() if s not in ("running", "paused")),
-        "Images": image_routes.count(),
-        "Driver": "overlay",
-        "DriverStatus": [["Backing Filesystem", "labkit image store"]],
-        "Plugins": {"Volume": [], "Network": ["none", "bridge"], "Authorization": None,
-                    "Log": ["json-file"]},
-        "MemoryLimit": True, "SwapLimit": True, "CpuCfsPeriod": True, "CpuCfsQuota": True,
-        "CPUShares": True, "CPUSet": True, "PidsLimit": True, "KernelMemory": False,
-        "OomKillDisable": False, "IPv4Forwarding": True, "BridgeNfIptables": False,
-        "BridgeNfIp6tables": False, "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
-        "NGoroutines": threading.active_count(),
-        "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
-        "CgroupVersion": "2" if mode == "v2" else "1",
-        "NEventsListener": 0, "KernelVersion": platform.release(),
-        "OperatingSystem": _os_name(), "OSVersion": "", "OSType": "linux",
-        "Architecture": platform.machine(), "IndexServerAddress": "",
-        "RegistryConfig": {"InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": []},
-        "NCPU": os.cpu_count() or 1, "MemTotal": mem_total(),
-        "DockerRootDir": str(state_dir()), "Name": socket.gethostname(), "Labels": [],
-        "ExperimentalBuild": False, "ServerVersion": __version__,
-        "Runtimes": {"labkit": {"path": "labkit-runtime"}}, "DefaultRuntime": "labkit",
-        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
-                  "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-        "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "",
-        "ContainerdCommit": {"ID": "", "Expected": ""},
-        "RuncCommit": {"ID": "labkit", "Expected": "labkit"},
-        "InitCommit": {"ID": "", "Expected": ""},
-        "SecurityOptions": ["name=seccomp,profile=builtin"],
-        "Warnings": [] if mode != "hybrid" else [
-            "cgroups are hybrid here: limits use the v1 hierarchies"],
-    })
+    return Reply(
+        200,
+        {
+            "ID": _engine_id(),
+            "Containers": sum(counts.values()),
+            "ContainersRunning": counts.get("running", 0),
+            "ContainersPaused": counts.get("paused", 0),
+            "ContainersStopped": sum(
+                n for s, n in counts.items() if s not in ("running", "paused")
+            ),
+            "Images": image_routes.count(),
+            "Driver": "overlay",
+            "DriverStatus": [["Backing Filesystem", "labkit image store"]],
+            "Plugins": {
+                "Volume": [],
+                "Network": ["none", "bridge"],
+                "Authorization": None,
+                "Log": ["json-file"],
+            },
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "CPUSet": True,
+            "PidsLimit": True,
+            "KernelMemory": False,
+            "OomKillDisable": False,
+            "IPv4Forwarding": True,
+            "BridgeNfIptables": False,
+            "BridgeNfIp6tables": False,
+            "Debug": False,
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": threading.active_count(),
+            "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": "2" if mode == "v2" else "1",
+            "NEventsListener": 0,
+            "KernelVersion": platform.release(),
+            "OperatingSystem": _os_name(),
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": platform.machine(),
+            "IndexServerAddress": "",
+            "RegistryConfig": {"InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": []},
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": mem_total(),
+            "DockerRootDir": str(state_dir()),
+            "Name": socket.gethostname(),
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": __version__,
+            "Runtimes": {"labkit": {"path": "labkit-runtime"}},
+            "DefaultRuntime": "labkit",
+            "Swarm": {
+                "NodeID": "",
+                "NodeAddr": "",
+                "LocalNodeState": "inactive",
+                "ControlAvailable": False,
+                "Error": "",
+                "RemoteManagers": None,
+            },
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": "",
+            "ContainerdCommit": {"ID": "", "Expected": ""},
+            "RuncCommit": {"ID": "labkit", "Expected": "labkit"},
+            "InitCommit": {"ID": "", "Expected": ""},
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "Warnings": []
+            if mode != "hybrid"
+            else ["cgroups are hybrid here: limits use the v1 hierarchies"],
+        },
+    )
 
 
 def _engine_id() -> str:

@@ -38,8 +38,13 @@ def yes(flag: bool) -> str:
 
 
 EXAMPLE_LIMITS = [  # one example per limit, as a student gives it
-    {"memory": "64M"}, {"memory": "64M", "swap": "0"}, {"memory_high": "48M"}, {"cpus": 0.5},
-    {"weight": 300}, {"pids": 20}, {"cpuset": "0"},
+    {"memory": "64M"},
+    {"memory": "64M", "swap": "0"},
+    {"memory_high": "48M"},
+    {"cpus": 0.5},
+    {"weight": 300},
+    {"pids": 20},
+    {"cpuset": "0"},
 ]
 
 
@@ -112,8 +117,11 @@ def raw_place(controller: str) -> Path:
     if layout.mode == "v2":
         backend = v2_backend.Backend(f"{PREFIX}-raw", layout)
         h = backend.hierarchy
-        wanted = [c for c in v2_backend.CONTROLLERS
-                  if c in (h.base_dir / "cgroup.controllers").read_text().split()]
+        wanted = [
+            c
+            for c in v2_backend.CONTROLLERS
+            if c in (h.base_dir / "cgroup.controllers").read_text().split()
+        ]
         backend.enable_controllers(h.base_dir, wanted)
         if not h.parent.is_dir():
             make_dir(h.parent)
@@ -129,13 +137,22 @@ def raw_place(controller: str) -> Path:
 def raw_files() -> dict[str, str]:
     """This host's names for the files the lessons write and read by hand (v1 or v2)."""
     if detect().mode == "v2":
-        return {"memory limit": "memory.max", "swap limit": "memory.swap.max",
-                "memory events": "memory.events", "memory high": "memory.high",
-                "cpu quota": "cpu.max", "cpu stat": "cpu.stat"}
-    return {"memory limit": "memory.limit_in_bytes",
-            "swap limit": "memory.memsw.limit_in_bytes",  # v1: memory and swap together
-            "memory events": "memory.oom_control", "memory high": "memory.soft_limit_in_bytes",
-            "cpu quota": "cpu.cfs_quota_us", "cpu stat": "cpu.stat"}
+        return {
+            "memory limit": "memory.max",
+            "swap limit": "memory.swap.max",
+            "memory events": "memory.events",
+            "memory high": "memory.high",
+            "cpu quota": "cpu.max",
+            "cpu stat": "cpu.stat",
+        }
+    return {
+        "memory limit": "memory.limit_in_bytes",
+        "swap limit": "memory.memsw.limit_in_bytes",  # v1: memory and swap together
+        "memory events": "memory.oom_control",
+        "memory high": "memory.soft_limit_in_bytes",
+        "cpu quota": "cpu.cfs_quota_us",
+        "cpu stat": "cpu.stat",
+    }
 
 
 # --- workloads --------------------------------------------------------------------------------
@@ -167,11 +184,16 @@ os._exit(0)
 """
 
 
-def allocator(cgroup: Cgroup, step_mib: int = 2, pause: float = 0.02, total_mib: int = 128,
-              hold: float = 2.0) -> subprocess.Popen:
+def allocator(
+    cgroup: Cgroup, step_mib: int = 2, pause: float = 0.02, total_mib: int = 128, hold: float = 2.0
+) -> subprocess.Popen:
     """Start the steady allocator in *cgroup* (see _ALLOCATE); stdout says 'holding' when done."""
-    return cgroup.start([PY, "-S", "-c", _ALLOCATE, str(step_mib), str(pause), str(total_mib),
-                         str(hold)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return cgroup.start(
+        [PY, "-S", "-c", _ALLOCATE, str(step_mib), str(pause), str(total_mib), str(hold)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def busy_workers(cgroup: Cgroup, count: int = 1) -> list[subprocess.Popen]:
@@ -184,10 +206,13 @@ def busy_workers(cgroup: Cgroup, count: int = 1) -> list[subprocess.Popen]:
 def fork_bomb(cgroup: Cgroup, generations: int = 7, seconds: float = 2.0) -> subprocess.Popen:
     """Start the bounded fork bomb in *cgroup*: at most 2**generations processes, *seconds* long."""
     if not 1 <= generations <= 8 or not 0 < seconds <= 10:
-        raise BadInput("a fork bomb here has 1 to 8 generations and lasts at most 10 s: "
-                       "choose values in those ranges.")
-    return cgroup.start([PY, "-S", "-c", _FORK_BOMB, str(generations), str(seconds)],
-                        stderr=subprocess.DEVNULL)
+        raise BadInput(
+            "a fork bomb here has 1 to 8 generations and lasts at most 10 s: "
+            "choose values in those ranges."
+        )
+    return cgroup.start(
+        [PY, "-S", "-c", _FORK_BOMB, str(generations), str(seconds)], stderr=subprocess.DEVNULL
+    )
 
 
 def _reap(procs: list[subprocess.Popen]) -> None:
@@ -221,9 +246,11 @@ class MemoryRun:
     seconds: float = 0.0  # from the start until the allocator exited (or was stopped)
 
     def summary(self) -> str:
-        return (f"limit {format_size(self.limit)}: OOM killed: {yes(self.oom_killed)}, "
-                f"OOM kill counted: {yes(self.oom_kills > 0)}, "
-                f"peak within the limit: {yes(self.peak <= self.limit)}")
+        return (
+            f"limit {format_size(self.limit)}: OOM killed: {yes(self.oom_killed)}, "
+            f"OOM kill counted: {yes(self.oom_kills > 0)}, "
+            f"peak within the limit: {yes(self.peak <= self.limit)}"
+        )
 
     def figures(self) -> str:
         peak, limit = format_size(self.peak), format_size(self.limit)
@@ -238,8 +265,9 @@ class MemoryRun:
         return None
 
 
-def memory_experiment(limit="48M", total_mib: int = 96, memory_high=None,
-                      seconds: float = 15.0) -> MemoryRun:
+def memory_experiment(
+    limit="48M", total_mib: int = 96, memory_high=None, seconds: float = 15.0
+) -> MemoryRun:
     """Run the allocator (2 MiB each 20 ms, up to *total_mib*) under a memory *limit*, no swap."""
     limits = {"memory": limit, "swap": "0"}
     if memory_high is not None:
@@ -259,9 +287,15 @@ def memory_experiment(limit="48M", total_mib: int = 96, memory_high=None,
     finally:
         box.remove()
         _reap([proc])
-    return MemoryRun(parse_size(limit), sampler.series, code == -9, stats.oom_kills,
-                     stats.memory_peak or max(sampler.series["memory_peak"]),
-                     None if memory_high is None else parse_size(memory_high), took)
+    return MemoryRun(
+        parse_size(limit),
+        sampler.series,
+        code == -9,
+        stats.oom_kills,
+        stats.memory_peak or max(sampler.series["memory_peak"]),
+        None if memory_high is None else parse_size(memory_high),
+        took,
+    )
 
 
 def time_to_reach(run: MemoryRun, mib: float) -> float | None:
@@ -276,10 +310,14 @@ def swap_words() -> str:
     """What swap would change, and whether this host has any (from /proc/swaps)."""
     lines = Path("/proc/swaps").read_text().splitlines()[1:]
     if not lines:
-        return ("this host has no swap: memory above the limit cannot be swapped out, so the "
-                "OOM killer acts as soon as reclaim fails")
-    return ("this host has swap: with a swap limit above 0, memory above the limit is swapped "
-            "out first, and the OOM killer acts only when swap is full too")
+        return (
+            "this host has no swap: memory above the limit cannot be swapped out, so the "
+            "OOM killer acts as soon as reclaim fails"
+        )
+    return (
+        "this host has swap: with a swap limit above 0, memory above the limit is swapped "
+        "out first, and the OOM killer acts only when swap is full too"
+    )
 
 
 # --- 12: cpu ----------------------------------------------------------------------------------
@@ -294,9 +332,11 @@ class CpuRun:
     throttled: int  # periods in which the group was throttled
 
     def summary(self) -> str:
-        return (f"quota {self.cpus:g} CPUs for {self.workers} busy worker(s): "
-                f"held to the quota: {yes(self.share <= self.cpus * 1.1 + 0.02)}, "
-                f"throttled: {yes(self.throttled > 0)}")
+        return (
+            f"quota {self.cpus:g} CPUs for {self.workers} busy worker(s): "
+            f"held to the quota: {yes(self.share <= self.cpus * 1.1 + 0.02)}, "
+            f"throttled: {yes(self.throttled > 0)}"
+        )
 
     def figures(self) -> str:
         return f"got {self.share:.3f} CPUs of a {self.cpus:g} quota ({self.share / self.cpus:.1%})"
@@ -325,9 +365,11 @@ class CpuRun:
         waited = self.series["cpu_throttled_us"][-1] / 1e6
         seconds = self.series.t[-1] - self.series.t[0]
         cpus = min(self.workers, os.cpu_count() or 1)
-        return (f"throttled in {self.throttled} periods, waiting {waited:.2f} s in all: the "
-                f"wait of each of {cpus} CPU(s) added up, of {cpus * seconds:.2f} CPU-seconds "
-                f"in the {seconds:.2f} s run")
+        return (
+            f"throttled in {self.throttled} periods, waiting {waited:.2f} s in all: the "
+            f"wait of each of {cpus} CPU(s) added up, of {cpus * seconds:.2f} CPU-seconds "
+            f"in the {seconds:.2f} s run"
+        )
 
 
 PERIOD_S = 0.1  # the CFS period labkit writes (100 ms)
@@ -350,16 +392,19 @@ def cpu_experiment(cpus=0.5, workers: int = 2, seconds: float = 1.5) -> CpuRun:
     return CpuRun(float(cpus), workers, series, share, series["cpu_throttled"][-1])
 
 
-def cpu_sweep(quotas=(0.2, 0.4, 0.6, 0.8, 1.0), workers: int = 2,
-              seconds: float = 1.0) -> list[CpuRun]:
+def cpu_sweep(
+    quotas=(0.2, 0.4, 0.6, 0.8, 1.0), workers: int = 2, seconds: float = 1.0
+) -> list[CpuRun]:
     """One cpu_experiment per quota: what the workers got, across the slider's range."""
     return [cpu_experiment(q, workers, seconds) for q in quotas]
 
 
 def sweep_summary(runs: list[CpuRun]) -> str:
     held = all(r.share <= r.cpus * 1.1 + 0.02 for r in runs)
-    return (f"{len(runs)} quotas from {runs[0].cpus:g} to {runs[-1].cpus:g} CPUs: "
-            f"every run held to its quota: {yes(held)}")
+    return (
+        f"{len(runs)} quotas from {runs[0].cpus:g} to {runs[-1].cpus:g} CPUs: "
+        f"every run held to its quota: {yes(held)}"
+    )
 
 
 @dataclass
@@ -371,13 +416,17 @@ class WeightsRun:
     def summary(self) -> str:
         a, b = self.weights
         heavier = 0 if a > b else 1
-        return (f"weights {a}:{b} on one CPU: the heavier group got more: "
-                f"{yes(self.shares[heavier] > self.shares[1 - heavier])}")
+        return (
+            f"weights {a}:{b} on one CPU: the heavier group got more: "
+            f"{yes(self.shares[heavier] > self.shares[1 - heavier])}"
+        )
 
     def figures(self) -> str:
         a, b = self.weights
-        return (f"shares {self.shares[0]:.1%} : {self.shares[1]:.1%} "
-                f"(weights ask for {a / (a + b):.1%} : {b / (a + b):.1%})")
+        return (
+            f"shares {self.shares[0]:.1%} : {self.shares[1]:.1%} "
+            f"(weights ask for {a / (a + b):.1%} : {b / (a + b):.1%})"
+        )
 
 
 def weights_experiment(weights=(100, 300), seconds: float = 1.5) -> WeightsRun:
@@ -386,8 +435,9 @@ def weights_experiment(weights=(100, 300), seconds: float = 1.5) -> WeightsRun:
     try:
         for w in weights:  # inside the try: if the second weight is refused, the first goes too
             boxes.append(_fresh(f"w{w}", weight=w, cpuset="0"))
-        samplers = [Sampler(b, hz=20, groups=("cpu",), max_seconds=seconds + 5).start()
-                    for b in boxes]
+        samplers = [
+            Sampler(b, hz=20, groups=("cpu",), max_seconds=seconds + 5).start() for b in boxes
+        ]
         for b in boxes:
             procs += busy_workers(b, 1)
         time.sleep(seconds)
@@ -415,8 +465,10 @@ class PidsRun:
         if self.limit == "max":
             return f"no limit: forks refused: {yes(self.refused > 0)}"
         limit = int(self.limit)
-        return (f"pids.max {limit}: never above the limit: {yes(self.most <= limit)}, "
-                f"reached it: {yes(self.most == limit)}, forks refused: {yes(self.refused > 0)}")
+        return (
+            f"pids.max {limit}: never above the limit: {yes(self.most <= limit)}, "
+            f"reached it: {yes(self.most == limit)}, forks refused: {yes(self.refused > 0)}"
+        )
 
     def figures(self) -> str:
         return f"at most {self.most} tasks at once, {self.refused} fork(s) refused"
@@ -465,8 +517,15 @@ def _legend_outside(*axes):
         more_handles, more_labels = ax.get_legend_handles_labels()
         handles += more_handles
         labels += more_labels
-    axes[0].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-                   ncol=min(3, len(labels)), fontsize=9, frameon=False)
+    axes[0].legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncol=min(3, len(labels)),
+        fontsize=9,
+        frameon=False,
+    )
 
 
 def plot_memory(run: MemoryRun, ax=None, label: str = "memory usage", title: str | None = None):
@@ -479,20 +538,30 @@ def plot_memory(run: MemoryRun, ax=None, label: str = "memory usage", title: str
     s = run.series
     ax.plot(s.t, [v / MiB for v in s["memory_current"]], label=label)
     if fresh:
-        ax.axhline(run.limit / MiB, color="red", linestyle="--",
-                   label=f"hard limit ({run.limit / MiB:g} MiB)")
+        ax.axhline(
+            run.limit / MiB,
+            color="red",
+            linestyle="--",
+            label=f"hard limit ({run.limit / MiB:g} MiB)",
+        )
     if run.high is not None:
-        ax.axhline(run.high / MiB, color="orange", linestyle=":",
-                   label=f"memory.high ({run.high / MiB:g} MiB)")
+        ax.axhline(
+            run.high / MiB,
+            color="orange",
+            linestyle=":",
+            label=f"memory.high ({run.high / MiB:g} MiB)",
+        )
     if run.oom_at is not None:
         ax.axvline(run.oom_at, color="black", linestyle=":", label="OOM kill counted")
     ax.set_ylim(0, run.limit / MiB * 1.15)
     ax.set_xlabel("time since the start (s)")
     ax.set_ylabel("memory charged (MiB)")
     if title is None:
-        title = (f"OOM-killed at the {run.limit / MiB:g} MiB limit: usage never passed it"
-                 if run.oom_killed else
-                 f"Peak {run.peak / MiB:.0f} MiB, within the {run.limit / MiB:g} MiB limit")
+        title = (
+            f"OOM-killed at the {run.limit / MiB:g} MiB limit: usage never passed it"
+            if run.oom_killed
+            else f"Peak {run.peak / MiB:.0f} MiB, within the {run.limit / MiB:g} MiB limit"
+        )
     ax.set_title(title)
     _legend_outside(ax)
     return ax
@@ -504,11 +573,14 @@ def plot_memory_high(plain: MemoryRun, high: MemoryRun, mib: float = 36):
     plot_memory(high, ax, label=f"with memory_high {high.high / MiB:g} MiB")
     alone, held = time_to_reach(plain, mib), time_to_reach(high, mib)
     if held is None or (alone is not None and held > 1.5 * alone):
-        ax.set_title(f"memory.high slowed the group above {high.high / MiB:g} MiB; "
-                     "neither run was killed", fontsize=11)
+        ax.set_title(
+            f"memory.high slowed the group above {high.high / MiB:g} MiB; neither run was killed",
+            fontsize=11,
+        )
     else:  # v1's soft limit waits for the whole machine to run short
-        ax.set_title("The soft limit did not slow the group: the machine had memory to spare",
-                     fontsize=11)
+        ax.set_title(
+            "The soft limit did not slow the group: the machine had memory to spare", fontsize=11
+        )
     _legend_outside(ax)
     return ax
 
@@ -520,21 +592,35 @@ def plot_cpu(run: CpuRun, ax=None):
     starts, cpus, throttled = run.windows()
     width = 5 * PERIOD_S
     twin = ax.twinx()
-    twin.bar(starts, throttled, width=width * 0.9, align="edge", color="grey", alpha=0.3,
-             label="periods throttled (of 5)")
+    twin.bar(
+        starts,
+        throttled,
+        width=width * 0.9,
+        align="edge",
+        color="grey",
+        alpha=0.3,
+        label="periods throttled (of 5)",
+    )
     twin.set_ylim(0, 5 * 2.5)  # the bars in the lower part, under the CPU line
     twin.set_ylabel("throttled periods")
     ends = [t + width for t in starts]
-    ax.step([starts[0], *ends] if starts else [], [cpus[0], *cpus] if cpus else [],
-            where="pre", linewidth=2, label=f"CPUs used, {run.workers} workers (5-period mean)")
+    ax.step(
+        [starts[0], *ends] if starts else [],
+        [cpus[0], *cpus] if cpus else [],
+        where="pre",
+        linewidth=2,
+        label=f"CPUs used, {run.workers} workers (5-period mean)",
+    )
     ax.axhline(run.cpus, color="red", linestyle="--", label=f"quota {run.cpus:g} CPUs")
     ax.set_zorder(twin.get_zorder() + 1)
     ax.patch.set_visible(False)
     ax.set_ylim(0, max([run.cpus, *cpus]) * 1.6)
     ax.set_xlabel("time since the start (s)")
     ax.set_ylabel("CPUs used")
-    ax.set_title(f"Quota {run.cpus:g} CPUs: got {run.share:.2f}, throttled in "
-                 f"{run.throttled} period(s)", fontsize=11)
+    ax.set_title(
+        f"Quota {run.cpus:g} CPUs: got {run.share:.2f}, throttled in {run.throttled} period(s)",
+        fontsize=11,
+    )
     _legend_outside(ax, twin)
     return ax
 
@@ -565,14 +651,19 @@ def plot_weights(run: WeightsRun, ax=None):
     for i, (series, weight) in enumerate(zip((a, b), run.weights)):
         shares = [100 * series[k] / max(1e-9, a[k] + b[k]) for k in range(n)]
         ax.plot(ta[:n], shares, color=f"C{i}", label=f"weight {weight}")
-        ax.axhline(100 * weight / sum(run.weights), linestyle="--", color=f"C{i}",
-                   label=f"weight {weight} asks {weight / sum(run.weights):.0%}")
+        ax.axhline(
+            100 * weight / sum(run.weights),
+            linestyle="--",
+            color=f"C{i}",
+            label=f"weight {weight} asks {weight / sum(run.weights):.0%}",
+        )
     ax.set_ylim(0, 100)
     ax.set_xlabel("time since the start (s)")
     ax.set_ylabel("share of CPU 0 (%)")
     a_w, b_w = run.weights
-    ax.set_title(f"Weights {a_w}:{b_w} share a busy CPU about "
-                 f"{run.shares[0]:.0%} : {run.shares[1]:.0%}")
+    ax.set_title(
+        f"Weights {a_w}:{b_w} share a busy CPU about {run.shares[0]:.0%} : {run.shares[1]:.0%}"
+    )
     _legend_outside(ax)
     return ax
 
@@ -581,17 +672,29 @@ def plot_pids(run: PidsRun, ax=None):
     """Tasks in the group over time against pids.max; the refused forks on a second axis."""
     ax = _axes(ax)
     s = run.series
-    ax.step(s.t, s["pids_current"], where="post", linewidth=2.5, zorder=3,
-            label="tasks (pids.current)")
+    ax.step(
+        s.t, s["pids_current"], where="post", linewidth=2.5, zorder=3, label="tasks (pids.current)"
+    )
     if run.limit != "max":  # thin and under the step, which runs along it once it is reached
-        ax.axhline(int(run.limit), color="red", linestyle="--", linewidth=1, zorder=2,
-                   label=f"pids.max = {run.limit}")
+        ax.axhline(
+            int(run.limit),
+            color="red",
+            linestyle="--",
+            linewidth=1,
+            zorder=2,
+            label=f"pids.max = {run.limit}",
+        )
     top = max(int(run.limit) if run.limit != "max" else 0, run.most, 1)
     ax.set_ylim(0, top * 1.3)  # room above the limit: the step is seen reaching it
     if "pids_refused" in s.values:
         twin = ax.twinx()
-        twin.plot(s.t, s["pids_refused"], color="C1", linestyle="-.",
-                  label="forks refused (pids.events max)")
+        twin.plot(
+            s.t,
+            s["pids_refused"],
+            color="C1",
+            linestyle="-.",
+            label="forks refused (pids.events max)",
+        )
         twin.set_ylim(0, max(max(s["pids_refused"]), 1) * 2.2)  # ends mid-height: not on the limit
         twin.set_ylabel("forks refused (so far)")
         _legend_outside(ax, twin)
@@ -680,7 +783,8 @@ def check_limit_file(answer) -> Verdict:
     finally:
         box.remove()
     return verdict(
-        holds, f"memory limit file: {name} holds the 32 MiB limit labkit wrote.",
+        holds,
+        f"memory limit file: {name} holds the 32 MiB limit labkit wrote.",
         f"memory limit file: no file named {name!r} in the group holds its 32 MiB limit.",
         "look at the table above: the file in the 'memory' row, for this host's layout.",
     )
@@ -700,7 +804,8 @@ def check_survivor_limit(answer) -> Verdict:
     large = memory_experiment(answer, total_mib=64, seconds=5)
     ok = not small.oom_killed and large.oom_killed
     return verdict(
-        ok, f"memory limit {answer!r}: 16 MiB survived, 64 MiB was OOM-killed.",
+        ok,
+        f"memory limit {answer!r}: 16 MiB survived, 64 MiB was OOM-killed.",
         f"memory limit {answer!r}: 16 MiB OOM-killed: {yes(small.oom_killed)}, "
         f"64 MiB OOM-killed: {yes(large.oom_killed)}.",
         "the interpreter itself needs some 10 MiB on top of what it holds: choose a limit "
@@ -721,8 +826,11 @@ def check_quarter_cpu(answer) -> Verdict:
         files = box.limits()
     finally:
         box.remove()
-    quota, period = (files["cpu.max"].split() if "cpu.max" in files else
-                     (files["cpu.cfs_quota_us"], files["cpu.cfs_period_us"]))
+    quota, period = (
+        files["cpu.max"].split()
+        if "cpu.max" in files
+        else (files["cpu.cfs_quota_us"], files["cpu.cfs_period_us"])
+    )
     return verdict(
         (quota, period) == ("25000", "100000"),
         f"cpus={answer!r}: the kernel holds a quota of 25000 µs per 100000 µs period.",
@@ -772,12 +880,16 @@ def check_frozen(group) -> Verdict:
     if group is ...:
         return not_done("frozen group")
     if not isinstance(group, Cgroup) or not group.exists:
-        return Verdict(False, f"frozen group: expected a Cgroup that exists, found {group!r}.",
-                       "give the group itself, e.g. the variable spinner.")
+        return Verdict(
+            False,
+            f"frozen group: expected a Cgroup that exists, found {group!r}.",
+            "give the group itself, e.g. the variable spinner.",
+        )
     used = frozen_progress(group, 0.3)
     frozen = group.stats().frozen
     return verdict(
-        frozen and used < 0.01, "frozen group: the kernel reports it frozen and it used no CPU.",
+        frozen and used < 0.01,
+        "frozen group: the kernel reports it frozen and it used no CPU.",
         f"frozen group: frozen: {yes(frozen)}, CPU used in 0.3 s: {used:.2f} s.",
         "call the group's freeze() method before checking.",
     )
@@ -788,4 +900,3 @@ def leftovers_in_words() -> str:
     from ..cgroups import leftovers
 
     return f"labkit cgroups left: {len(leftovers())}"
-

@@ -118,7 +118,8 @@ def check_kernel_release(answer) -> Verdict:
     # Any leading part of the release that names at least major.minor: "6.1", "6.1.0", the whole.
     ok = "." in given and (given == release or release.startswith((given + ".", given + "-")))
     return verdict(
-        ok, f"kernel release: this machine runs Linux {release}.",
+        ok,
+        f"kernel release: this machine runs Linux {release}.",
         f"kernel release: {given!r} is not the running kernel.",
         "read /proc/sys/kernel/osrelease (or doctor's 'kernel' line); "
         "give major.minor, e.g. '5.15', or the whole release string.",
@@ -135,7 +136,8 @@ def check_cgroup_layout(answer) -> Verdict:
     layout = cgroup_layout(Host())
     given = str(answer).strip().lower()
     return verdict(
-        given == layout, f"cgroup layout: {layout}, as doctor says.",
+        given == layout,
+        f"cgroup layout: {layout}, as doctor says.",
         f"cgroup layout: {given!r} is not what this host has.",
         "look at doctor's 'cgroups' line; answer 'v1', 'v2' or 'hybrid'.",
     )
@@ -147,13 +149,19 @@ def _running_pid(answer, what: str) -> tuple[int | None, Verdict | None]:
 
     pid = getattr(answer, "pid", answer)
     if isinstance(pid, bool) or not isinstance(pid, int):
-        return None, Verdict(False, f"{what}: expected a process from namespaces.spawn(...) "
-                             f"(or its PID), found {type(answer).__name__}.",
-                             "assign the result of namespaces.spawn([...], [...]) to the variable.")
+        return None, Verdict(
+            False,
+            f"{what}: expected a process from namespaces.spawn(...) "
+            f"(or its PID), found {type(answer).__name__}.",
+            "assign the result of namespaces.spawn([...], [...]) to the variable.",
+        )
     running = getattr(answer, "returncode", None) is None and os.path.exists(f"/proc/{pid}")
     if not running:
-        return None, Verdict(False, f"{what}: the process {pid} is no longer running.",
-                             "start a command that stays, e.g. ['sleep', '300'], then check.")
+        return None, Verdict(
+            False,
+            f"{what}: the process {pid} is no longer running.",
+            "start a command that stays, e.g. ['sleep', '300'], then check.",
+        )
     return pid, None
 
 
@@ -187,8 +195,11 @@ def check_differing_kinds(proc_a, proc_b, answer) -> Verdict:
     try:
         given = {answer} if isinstance(answer, str) else set(answer)
     except TypeError:
-        return Verdict(False, f"differing kinds: expected a set of kind names, found {answer!r}.",
-                       "write them as a set of strings, e.g. {'mnt', 'pid'}.")
+        return Verdict(
+            False,
+            f"differing kinds: expected a set of kind names, found {answer!r}.",
+            "write them as a set of strings, e.g. {'mnt', 'pid'}.",
+        )
     pid_a, problem = _running_pid(proc_a, "differing kinds")
     pid_b, problem_b = _running_pid(proc_b, "differing kinds")
     if problem or problem_b:
@@ -201,7 +212,8 @@ def check_differing_kinds(proc_a, proc_b, answer) -> Verdict:
         hint = f"both made a new {min(both_new)} namespace, but each got a different one"
     named = ", ".join(sorted(given)) or "none"
     return verdict(
-        given == differ, f"differing kinds: {', '.join(sorted(differ))}.",
+        given == differ,
+        f"differing kinds: {', '.join(sorted(differ))}.",
         f"differing kinds: you named {named}; that is not the set that differs.",
         hint + ".",
     )
@@ -221,8 +233,11 @@ def check_lab_hostname(answer) -> Verdict:
     if problem:
         return problem
     if namespaces.shared("self", pid)["uts"]:
-        return Verdict(False, "lab hostname: the process shares this notebook's UTS namespace.",
-                       "start it in a new one: the kinds must include 'uts'.")
+        return Verdict(
+            False,
+            "lab hostname: the process shares this notebook's UTS namespace.",
+            "start it in a new one: the kinds must include 'uts'.",
+        )
     inside = namespaces.run(["hostname"], join={"uts": pid}, timeout=10).stdout.strip()
     ok = re.fullmatch(r"lab-[A-Za-z]{2,4}", inside) is not None
     return verdict(
@@ -263,15 +278,21 @@ def check_host_sees_queues(proc, answer) -> Verdict:
     if problem:
         return problem
     if namespaces.shared("self", pid)["ipc"]:
-        return Verdict(False, "queues: the process shares this notebook's IPC namespace.",
-                       "start it in a new one (kinds ['ipc']), or the queues land on the host.")
+        return Verdict(
+            False,
+            "queues: the process shares this notebook's IPC namespace.",
+            "start it in a new one (kinds ['ipc']), or the queues land on the host.",
+        )
     deadline = time.monotonic() + 3  # the command may still be making its queues
     while (inside := message_queues(pid)) != 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     if inside != 2:
-        return Verdict(False, f"queues: the process's IPC namespace holds {inside} queues, not 2.",
-                       "run ipcmk -Q twice inside, then keep the process alive: "
-                       "sh -c 'ipcmk -Q && ipcmk -Q && exec sleep 300'.")
+        return Verdict(
+            False,
+            f"queues: the process's IPC namespace holds {inside} queues, not 2.",
+            "run ipcmk -Q twice inside, then keep the process alive: "
+            "sh -c 'ipcmk -Q && ipcmk -Q && exec sleep 300'.",
+        )
     host = message_queues()
     return verdict(
         answer == host,
@@ -315,11 +336,16 @@ def check_pid_kinds(kinds) -> Verdict:
     if own_pid != 1:
         hint = f"the shell is PID {own_pid} of the host's PID namespace: add 'pid'."
     else:
-        hint = (f"the shell is PID 1, but ps lists {listed} processes: it reads the host's /proc. "
-                "Add 'mnt', so labkit can mount a fresh /proc for the new PID namespace.")
-    return verdict(passed,
-                   f"with {kinds}: the shell is PID 1 and ps lists only {listed} processes.",
-                   f"with {kinds}: not a private process list.", hint)
+        hint = (
+            f"the shell is PID 1, but ps lists {listed} processes: it reads the host's /proc. "
+            "Add 'mnt', so labkit can mount a fresh /proc for the new PID namespace."
+        )
+    return verdict(
+        passed,
+        f"with {kinds}: the shell is PID 1 and ps lists only {listed} processes.",
+        f"with {kinds}: not a private process list.",
+        hint,
+    )
 
 
 def _signal_number(sig) -> int:
@@ -344,8 +370,11 @@ def check_pid1_signal(sig) -> Verdict:
         number = _signal_number(sig)
         name = signal.Signals(number).name
     except (KeyError, ValueError, TypeError):
-        return Verdict(False, f"signal that ends PID 1: {sig!r} is not a signal.",
-                       "give a name such as 'SIGHUP' or a number such as 1.")
+        return Verdict(
+            False,
+            f"signal that ends PID 1: {sig!r} is not a signal.",
+            "give a name such as 'SIGHUP' or a number such as 1.",
+        )
     from .. import namespaces
 
     with namespaces.spawn(["sleep", "30"], ["mnt", "pid"]) as proc:
@@ -356,7 +385,8 @@ def check_pid1_signal(sig) -> Verdict:
         except subprocess.TimeoutExpired:
             ended = False
     return verdict(
-        ended, f"{name} ended PID 1 of the namespace (and with it, the namespace).",
+        ended,
+        f"{name} ended PID 1 of the namespace (and with it, the namespace).",
         f"PID 1 (sleep, no signal handlers) is still running after {name}.",
         "the kernel drops every signal PID 1 has no handler for, even from the host; "
         "only two signals are forced on it from outside, and one of them only stops it.",
@@ -379,7 +409,8 @@ def check_no_zombies(init) -> Verdict:
         time.sleep(0.6)
         found = zombies(proc)
     return verdict(
-        not found, f"init={init!r}: the orphan was reaped, no zombie left.",
+        not found,
+        f"init={init!r}: the orphan was reaped, no zombie left.",
         f"init={init!r}: {len(found)} zombie(s) in the namespace.",
         "the orphan's new parent is PID 1; here PID 1 is 'sleep', which never calls wait(). "
         "Let labkit's small init be PID 1.",
@@ -404,7 +435,8 @@ def check_no_leak(propagation) -> Verdict:
         if made_here:
             escape.remove_shared()
     return verdict(
-        not leaked, f"propagation={propagation!r}: the tmpfs stayed inside the new namespace.",
+        not leaked,
+        f"propagation={propagation!r}: the tmpfs stayed inside the new namespace.",
         f"propagation={propagation!r}: the tmpfs mounted inside appeared on the host.",
         "the copied mount is still a peer of the host's shared mount; cut the link "
         "(a peer group only sends events to its members and its slaves).",
@@ -425,7 +457,8 @@ def check_escape_proof(method) -> Verdict:
     except BadInput as e:
         return Verdict(False, f"root method: {e}", "choose 'chroot' or 'pivot_root'.")
     return verdict(
-        not attempt.escaped, f"{method}: the escape attempt stayed in the rootfs.",
+        not attempt.escaped,
+        f"{method}: the escape attempt stayed in the rootfs.",
         f"{method}: the escape attempt reached the host's /.",
         "the method you chose leaves the host's mounts in the mount namespace; use the one "
         "that swaps the root mount and detaches the old one.",
@@ -441,14 +474,18 @@ def check_proc_root_closed(kinds) -> Verdict:
     if isinstance(kinds, Verdict):
         return kinds
     if "mnt" not in kinds:
-        return Verdict(False, f"with {kinds}: a root filesystem needs a new mnt namespace.",
-                       "keep 'mnt' in the list.")
+        return Verdict(
+            False,
+            f"with {kinds}: a root filesystem needs a new mnt namespace.",
+            "keep 'mnt' in the list.",
+        )
     from .. import rootfs
     from . import escape
 
     attempt = escape.attempt_proc_root(rootfs.build(), "chroot", "pid" in kinds)
     return verdict(
-        not attempt.reached, f"with {kinds}: the host's processes are not in /proc inside.",
+        not attempt.reached,
+        f"with {kinds}: the host's processes are not in /proc inside.",
         f"with {kinds}: /proc/<host PID>/root still leads to the host's /.",
         "the fresh /proc shows the processes of the PID namespace it was mounted in.",
     )
@@ -467,15 +504,20 @@ def check_root_maps_to(uid_map, outside: int = 200000) -> Verdict:
         with namespaces.spawn(["sleep", "30"], ["user"], uid_map=uid_map) as proc:
             found = host_uid(proc.pid)
     except BadInput as e:
-        return Verdict(False, f"uid map {uid_map!r}: {e}",
-                       "write one line 'INSIDE OUTSIDE COUNT', e.g. '0 100000 65536'.")
+        return Verdict(
+            False,
+            f"uid map {uid_map!r}: {e}",
+            "write one line 'INSIDE OUTSIDE COUNT', e.g. '0 100000 65536'.",
+        )
     except OSError as e:  # e.g. EINVAL from setresuid(0): uid 0 has no mapping inside
-        return Verdict(False,
-                       f"uid map {uid_map!r}: the helper could not become root inside ({e}).",
-                       "the map must give the inside id 0 (root) an outside id: "
-                       "start the line with 0.")
+        return Verdict(
+            False,
+            f"uid map {uid_map!r}: the helper could not become root inside ({e}).",
+            "the map must give the inside id 0 (root) an outside id: start the line with 0.",
+        )
     return verdict(
-        found == outside, f"uid map {uid_map!r}: root inside is uid {found} on the host.",
+        found == outside,
+        f"uid map {uid_map!r}: root inside is uid {found} on the host.",
         f"uid map {uid_map!r}: root inside is uid {found} on the host, not {outside}.",
         "the first number is the id inside (root is 0), the second the id it is outside.",
     )
@@ -500,7 +542,8 @@ def check_nobody_kinds(kinds) -> Verdict:
     )
     said = (result.stdout.strip() or result.stderr.strip()).splitlines()[-1:] or [""]
     return verdict(
-        said[0] == "mine", f"with {kinds}: nobody set the hostname 'mine' in its own namespace.",
+        said[0] == "mine",
+        f"with {kinds}: nobody set the hostname 'mine' in its own namespace.",
         f"with {kinds}: nobody could not set a hostname ({said[0]}).",
         "without privilege, every other namespace must be owned by a user namespace that "
         "nobody creates first (and in which it is root); 'uts' is the one with the hostname.",
@@ -520,7 +563,8 @@ def check_unmapped_owner(owner) -> Verdict:
     except (TypeError, ValueError):
         return Verdict(False, f"owner of / inside: {owner!r} is not a uid.", "give a number.")
     return verdict(
-        given == found, f"owner of / inside: uid {found}, as the kernel shows it.",
+        given == found,
+        f"owner of / inside: uid {found}, as the kernel shows it.",
         f"owner of / inside: {given} is not what stat shows inside.",
         "host uid 0 has no mapping in '0 100000 65536'; the kernel shows unmapped owners as "
         "the overflow uid (/proc/sys/kernel/overflowuid).",

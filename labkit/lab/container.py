@@ -79,7 +79,12 @@ def run(
     with tempfile.TemporaryFile("w+") as out:
         began = time.perf_counter()
         c = lifecycle.create(
-            cid, state_dir(), spec=spec, skip=skip, image=image, stdout=out,
+            cid,
+            state_dir(),
+            spec=spec,
+            skip=skip,
+            image=image,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
         seconds = time.perf_counter() - began
@@ -124,8 +129,10 @@ def fork_bomb(pids_limit: int = 20, skip: Iterable[str] = ()) -> int:
 
 def bomb_in_words(count: int, pids_limit: int) -> str:
     held = "the limit held" if count <= pids_limit else "the limit did not hold"
-    return f"pids limit {pids_limit}: {'at most' if count <= pids_limit else 'more than'} " \
-           f"{pids_limit} processes at once, {held}"
+    return (
+        f"pids limit {pids_limit}: {'at most' if count <= pids_limit else 'more than'} "
+        f"{pids_limit} processes at once, {held}"
+    )
 
 
 # The double chroot of lesson 04, run by the host's Python as the container's process: a
@@ -148,18 +155,21 @@ def chroot_escape(skip_pivot_root: bool) -> str:
         # No pivot_root: the process's root is still the host's, so the host's Python runs.
         import json
 
-        ran = run([sys.executable, "-I", "-S", "-c", _ESCAPE, str(lesson_rootfs())],
-                  skip=["pivot_root"])
+        ran = run(
+            [sys.executable, "-I", "-S", "-c", _ESCAPE, str(lesson_rootfs())], skip=["pivot_root"]
+        )
         dev, ino = json.loads(ran.lines[-1])
         escaped = (dev, ino) == (host.st_dev, host.st_ino)
         return "without pivot_root, chroot, then the double chroot: ended in " + (
-            "the HOST's / (escaped)" if escaped else "the rootfs's own /")
+            "the HOST's / (escaped)" if escaped else "the rootfs's own /"
+        )
     # With pivot_root nothing of the host is left: climbing from / leads to the same /, and the
     # mount table holds only the container's mounts.
     ran = run(["sh", "-c", "cd /; cd ../../../..; stat -c '%d %i' . /"])
     here, root = ran.lines
     return "with pivot_root: climbing from / ends in " + (
-        "/ itself: the host's tree is not there to reach" if here == root else "another directory")
+        "/ itself: the host's tree is not there to reach" if here == root else "another directory"
+    )
 
 
 # ps into a file first: in a pipe, the reader may not have been forked yet when ps looks.
@@ -173,13 +183,17 @@ def ps_in_words(with_proc: bool = True) -> str:
         spec.mounts = [m for m in spec.mounts if m.destination != "/proc"]
 
     # The exec FIFO is reached through /proc: without it the container must run at once.
-    ran = (run(["sh", "-c", _PS]) if with_proc else
-           run(["sh", "-c", _PS], edit=no_proc, skip=["wait_for_start"]))
+    ran = (
+        run(["sh", "-c", _PS])
+        if with_proc
+        else run(["sh", "-c", _PS], edit=no_proc, skip=["wait_for_start"])
+    )
     listed = [" ".join(line.split()) for line in ran.lines[:-1]]
     empty = ran.lines[-1] == "entries 0"
-    return (f"{'with' if with_proc else 'without'} /proc: ps lists "
-            f"{', '.join(listed) or 'nothing'}"
-            + ("; /proc is an empty directory" if empty else ""))
+    return (
+        f"{'with' if with_proc else 'without'} /proc: ps lists "
+        f"{', '.join(listed) or 'nothing'}" + ("; /proc is an empty directory" if empty else "")
+    )
 
 
 # --- any step left out: what the container then looks like ---------------------------------------
@@ -211,8 +225,11 @@ def probe(skip: Iterable[str] = ()) -> str:
     rows = {
         "hostname": got.get("hostname"),
         "root": "the HOST's /" if got.get("root") == f"{host.st_dev}:{host.st_ino}" else "its own",
-        "capabilities": f"{caps} (Docker's)" if caps == 14 else
-        "all of this notebook's" if caps == own else str(caps),
+        "capabilities": f"{caps} (Docker's)"
+        if caps == 14
+        else "all of this notebook's"
+        if caps == own
+        else str(caps),
         "no_new_privs": "on" if got.get("NoNewPrivs") == "1" else "off",
         "seccomp": "a filter" if got.get("Seccomp") == "2" else "none",
         "/proc/keys": "masked" if got.get("keys") == "masked" else "VISIBLE",
@@ -257,8 +274,10 @@ def leak(skip: Iterable[str]) -> list[str]:
     tree = rootfs.build(_make_shared() / "rootfs")
     try:
         run(["true"], spec=lesson_spec(["true"], tree), skip=skip)
-        return sorted({"/" + os.path.relpath(p, tree) for p in mounts_below(tree)} |
-                      ({"/"} if mountinfo.is_mount_point(tree) else set()))
+        return sorted(
+            {"/" + os.path.relpath(p, tree) for p in mounts_below(tree)}
+            | ({"/"} if mountinfo.is_mount_point(tree) else set())
+        )
     finally:
         unmount_below(tree)
 
@@ -305,8 +324,10 @@ class StepTimes:
 
     def summary(self) -> str:
         total = sum(self.steps.values())
-        return (f"{self.runs} containers: create took {self.create * 1e3:.0f} ms, the steps "
-                f"{total * 1e3:.1f} ms of it; slowest: {', '.join(self.slowest())}")
+        return (
+            f"{self.runs} containers: create took {self.create * 1e3:.0f} ms, the steps "
+            f"{total * 1e3:.1f} ms of it; slowest: {', '.join(self.slowest())}"
+        )
 
 
 def step_times(runs: int = 7) -> StepTimes:
@@ -337,13 +358,21 @@ def plot_step_times(times: StepTimes, ax=None):
     top = times.slowest(2)
     from matplotlib.patches import Patch
 
-    ax.legend(handles=[Patch(color="tab:orange", label="in the parent"),
-                       Patch(color="tab:blue", label="in the init child"),
-                       Patch(color="tab:grey", label="starting the init, messages, state")],
-              loc="center right", fontsize=8)
-    ax.set_title(f"{top[0]} and {top[1]} take the most of the steps' "
-                 f"{sum(times.steps.values()) * 1e3:.1f} ms; the rest of create\n"
-                 f"({times.rest * 1e3:.0f} ms) is no step: starting the init's Python", fontsize=10)
+    ax.legend(
+        handles=[
+            Patch(color="tab:orange", label="in the parent"),
+            Patch(color="tab:blue", label="in the init child"),
+            Patch(color="tab:grey", label="starting the init, messages, state"),
+        ],
+        loc="center right",
+        fontsize=8,
+    )
+    ax.set_title(
+        f"{top[0]} and {top[1]} take the most of the steps' "
+        f"{sum(times.steps.values()) * 1e3:.1f} ms; the rest of create\n"
+        f"({times.rest * 1e3:.0f} ms) is no step: starting the init's Python",
+        fontsize=10,
+    )
     ax.figure.tight_layout()
     return ax
 
@@ -357,18 +386,26 @@ def check_bomb_step(step) -> Verdict:
     if step is ...:
         return not_done("fork bomb step")
     if step not in steps.NAMES or step in steps.REQUIRED:
-        return Verdict(False, f"fork bomb step: {step!r} is not a step you may leave out.",
-                       "pick a name from steps.describe().")
+        return Verdict(
+            False,
+            f"fork bomb step: {step!r} is not a step you may leave out.",
+            "pick a name from steps.describe().",
+        )
     try:
         count = fork_bomb(20, skip=[step])
     except Exception as e:  # noqa: BLE001  a step whose absence breaks the set-up is an answer too
-        return Verdict(False, f"fork bomb step: without {step} the container was not made ({e}).",
-                       "which step puts the init into the container's cgroup?")
+        return Verdict(
+            False,
+            f"fork bomb step: without {step} the container was not made ({e}).",
+            "which step puts the init into the container's cgroup?",
+        )
     return verdict(
-        count > 20, f"fork bomb step: without {step} the bomb passed pids limit 20 "
+        count > 20,
+        f"fork bomb step: without {step} the bomb passed pids limit 20 "
         "(the container's cgroup was never joined).",
         f"fork bomb step: without {step} the bomb still stopped at pids limit 20.",
-        "which step puts the init into the container's cgroup, where pids.max applies?")
+        "which step puts the init into the container's cgroup, where pids.max applies?",
+    )
 
 
 @graded
@@ -377,18 +414,27 @@ def check_host_root_step(step) -> Verdict:
     if step is ...:
         return not_done("host root step")
     if step not in steps.NAMES or step in steps.REQUIRED:
-        return Verdict(False, f"host root step: {step!r} is not a step you may leave out.",
-                       "pick a name from steps.describe().")
+        return Verdict(
+            False,
+            f"host root step: {step!r} is not a step you may leave out.",
+            "pick a name from steps.describe().",
+        )
     host = os.stat("/")
     try:
         ran = run(["stat", "-c", "%d %i", "/"], skip=[step])
     except Exception as e:  # noqa: BLE001
-        return Verdict(False, f"host root step: without {step} the container was not made ({e}).",
-                       "which step makes the rootfs the root of the mount namespace?")
+        return Verdict(
+            False,
+            f"host root step: without {step} the container was not made ({e}).",
+            "which step makes the rootfs the root of the mount namespace?",
+        )
     same = ran.lines[-1] == f"{host.st_dev} {host.st_ino}"
-    return verdict(same, f"host root step: without {step} the container's / is the host's.",
-                   f"host root step: without {step} the container's / is still its own.",
-                   "which step swaps the mount namespace's root for the rootfs?")
+    return verdict(
+        same,
+        f"host root step: without {step} the container's / is the host's.",
+        f"host root step: without {step} the container's / is still its own.",
+        "which step swaps the mount namespace's root for the rootfs?",
+    )
 
 
 # --- 41: attack, then fix -----------------------------------------------------------------------
@@ -406,8 +452,13 @@ def lesson_disk() -> tuple[str, int, int]:
     sector starts with SIGNATURE. (The host's own disk is attacked the same way, by its
     major:minor; a disk of our own keeps the attack to a sector we wrote.)"""
     image = disk_image()
-    found = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True,
-                           check=False).stdout.split(":")[0] if image.exists() else ""
+    found = (
+        subprocess.run(
+            ["losetup", "-j", str(image)], capture_output=True, text=True, check=False
+        ).stdout.split(":")[0]
+        if image.exists()
+        else ""
+    )
     if not found:
         if not os.path.exists("/dev/loop-control"):
             # Where nothing made the loop driver's device nodes at boot (a bare kernel, as
@@ -416,8 +467,9 @@ def lesson_disk() -> tuple[str, int, int]:
         image.parent.mkdir(parents=True, exist_ok=True)
         with open(image, "wb") as f:
             f.write(SIGNATURE.ljust(512, b"\0") + bytes(1 << 20)[512:])
-        found = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        found = subprocess.run(
+            ["losetup", "-f", "--show", str(image)], capture_output=True, text=True, check=True
+        ).stdout.strip()
     rdev = os.stat(found).st_rdev
     return found, os.major(rdev), os.minor(rdev)
 
@@ -426,8 +478,9 @@ def remove_lesson_disk() -> None:
     """Detach the lesson's loop device and delete its file."""
     image = disk_image()
     if image.exists():
-        out = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            ["losetup", "-j", str(image)], capture_output=True, text=True, check=False
+        ).stdout
         for line in out.splitlines():
             subprocess.run(["losetup", "-d", line.split(":")[0]], check=True)
         image.unlink()
@@ -520,15 +573,17 @@ def attack(defences: Iterable[str] = ()) -> dict[str, tuple[bool, str]]:
 def attacks_in_words(found: dict[str, tuple[bool, str]]) -> str:
     return "\n".join(
         f"{'WORKED ' if ok else 'stopped'}  {ATTACKS[name]}: {detail}"
-        for name, (ok, detail) in found.items())
+        for name, (ok, detail) in found.items()
+    )
 
 
 def chroot_escape_with(defences: Iterable[str] = ()) -> bool:
     """Did the double chroot reach the host's / from a container without pivot_root?"""
     import json
 
-    spec = security_spec(defences, [sys.executable, "-I", "-S", "-c", _ESCAPE,
-                                    str(lesson_rootfs())])
+    spec = security_spec(
+        defences, [sys.executable, "-I", "-S", "-c", _ESCAPE, str(lesson_rootfs())]
+    )
     # Without pivot_root the container's /proc is the host's; its masks stay in the container's
     # own (slave) mount table, as every mount here does.
     spec.mounts = [m for m in spec.mounts if m.destination != "/tmp"]
@@ -549,8 +604,14 @@ class DefenceTable:
     worked: dict[str, dict[str, bool]]
 
     def __str__(self) -> str:
-        short = {"capabilities": "14 caps", "devices": "devices", "paths": "paths",
-                 "seccomp": "seccomp", "no_new_privs": "nnp", "pivot_root": "pivot_root"}
+        short = {
+            "capabilities": "14 caps",
+            "devices": "devices",
+            "paths": "paths",
+            "seccomp": "seccomp",
+            "no_new_privs": "nnp",
+            "pivot_root": "pivot_root",
+        }
         heads = ["none"] + [short[c] for c in self.columns[1:-1]] + ["all"]
         width = max(len(a) for a in self.worked) + 2
         lines = [" " * width + "".join(f"{h:>11}" for h in heads)]
@@ -601,20 +662,36 @@ def plot_defence_table(table: DefenceTable, ax=None):
     ax.imshow(grid, cmap=ListedColormap(["#e06666", "#93c47d"]), vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(table.columns)))
     names = {**DEFENCE_NAMES, "pivot_root": "pivot_root"}
-    ax.set_xticklabels(["none"] + [names[c] for c in table.columns[1:-1]] + ["all"],
-                       rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels(
+        ["none"] + [names[c] for c in table.columns[1:-1]] + ["all"],
+        rotation=20,
+        ha="right",
+        fontsize=8,
+    )
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(rows)
     ax.set_xlabel("defence (alone, or all together)")
     ax.set_ylabel("attack by root in the container")
     for i, r in enumerate(rows):
         for j, c in enumerate(table.columns):
-            ax.text(j, i, "worked" if table.worked[r][c] else "stopped", ha="center",
-                    va="center", fontsize=7)
+            ax.text(
+                j,
+                i,
+                "worked" if table.worked[r][c] else "stopped",
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
     stopped_by_all = all(not table.worked[r]["all"] for r in rows)
-    ax.set_title("Every attack works against root with all capabilities; "
-                 + ("all the defences together stop every one" if stopped_by_all else
-                    "some still work with every defence on"), fontsize=10)
+    ax.set_title(
+        "Every attack works against root with all capabilities; "
+        + (
+            "all the defences together stop every one"
+            if stopped_by_all
+            else "some still work with every defence on"
+        ),
+        fontsize=10,
+    )
     ax.figure.tight_layout()
     return ax
 
@@ -627,12 +704,18 @@ def _defences_or_verdict(answer, what: str):
     try:
         names = list(names)
     except TypeError:
-        return None, Verdict(False, f"{what}: give defence names, e.g. ['seccomp'].",
-                             f"choose from {', '.join(DEFENCES)}.")
+        return None, Verdict(
+            False,
+            f"{what}: give defence names, e.g. ['seccomp'].",
+            f"choose from {', '.join(DEFENCES)}.",
+        )
     wrong = [n for n in names if n not in DEFENCES]
     if wrong:
-        return None, Verdict(False, f"{what}: {wrong[0]!r} is not a defence here.",
-                             f"choose from {', '.join(DEFENCES)}.")
+        return None, Verdict(
+            False,
+            f"{what}: {wrong[0]!r} is not a defence here.",
+            f"choose from {', '.join(DEFENCES)}.",
+        )
     return names, None
 
 
@@ -647,9 +730,12 @@ def check_setuid_defence(defence) -> Verdict:
     if len(names) != 1:
         return Verdict(False, "setuid defence: name one defence.", "which one is about exec?")
     worked, detail = attack(names)["setuid"]
-    return verdict(not worked, f"setuid defence: with {names[0]} alone, su says: {detail}.",
-                   f"setuid defence: with {names[0]} alone, nobody still became root.",
-                   "which defence makes the kernel ignore setuid bits at exec?")
+    return verdict(
+        not worked,
+        f"setuid defence: with {names[0]} alone, su says: {detail}.",
+        f"setuid defence: with {names[0]} alone, nobody still became root.",
+        "which defence makes the kernel ignore setuid bits at exec?",
+    )
 
 
 @graded
@@ -664,9 +750,12 @@ def check_three_stopped(defences) -> Verdict:
         return Verdict(False, f"two defences: {len(set(names))} given.", "choose one or two.")
     found = attack(names)
     left = [a for a in ("sysctl", "cgroupfs", "unshare") if found[a][0]]
-    return verdict(not left, f"two defences: {' + '.join(names)} stop all three attacks.",
-                   f"two defences: with {' + '.join(names)}, {', '.join(left)} still worked.",
-                   "look at the table: which column stops the sysctl write, which the other two?")
+    return verdict(
+        not left,
+        f"two defences: {' + '.join(names)} stop all three attacks.",
+        f"two defences: with {' + '.join(names)}, {', '.join(left)} still worked.",
+        "look at the table: which column stops the sysctl write, which the other two?",
+    )
 
 
 # --- 42: one bundle, two runtimes -----------------------------------------------------------------
@@ -737,12 +826,24 @@ def runtime(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedP
     if args and args[0] == "create":
         # The created container keeps the runtime's stdio as its own: a pipe would stay open.
         with tempfile.TemporaryFile("w+") as out:
-            done = subprocess.run([*runtimes()[name], *args], stdin=subprocess.DEVNULL,
-                                  stdout=out, stderr=out, timeout=timeout, check=False)
+            done = subprocess.run(
+                [*runtimes()[name], *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=timeout,
+                check=False,
+            )
             out.seek(0)
             return subprocess.CompletedProcess(done.args, done.returncode, "", out.read())
-    return subprocess.run([*runtimes()[name], *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+    return subprocess.run(
+        [*runtimes()[name], *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _status(name: str, cid: str) -> str:
@@ -756,8 +857,13 @@ def life_cycle(name: str, bundle: Path, cid: str = "lesson42") -> list[tuple[str
     """create, start, kill, delete of a ``sleep`` in *bundle* by runtime *name*: after each
     command, (command, its exit status, the state's status)."""
     seen = []
-    for command in (["create", "--bundle", str(bundle), cid], ["start", cid], ["start", cid],
-                    ["kill", cid, "KILL"], ["delete", cid]):
+    for command in (
+        ["create", "--bundle", str(bundle), cid],
+        ["start", cid],
+        ["start", cid],
+        ["kill", cid, "KILL"],
+        ["delete", cid],
+    ):
         done = runtime(name, *command)
         if command[0] == "kill":
             deadline = time.monotonic() + 10
@@ -839,10 +945,12 @@ def check_readonly_key(bundle: Path, key) -> Verdict:
         write_config(bundle, saved)
     ok = all(answers[(n, True)] == "ro" and answers[(n, False)] == "rw" for n in runtimes())
     said = ", ".join(f"{n} with {v}: {a}" for (n, v), a in answers.items())
-    return verdict(ok, f"read-only key: {key} true makes the root read-only under runc and "
-                   "labkit-runtime alike.",
-                   f"read-only key: {said}.",
-                   "look at the 'root' object of config.json.")
+    return verdict(
+        ok,
+        f"read-only key: {key} true makes the root read-only under runc and labkit-runtime alike.",
+        f"read-only key: {said}.",
+        "look at the 'root' object of config.json.",
+    )
 
 
 @graded
@@ -855,14 +963,19 @@ def check_exit_status(bundle: Path, status) -> Verdict:
     config["process"]["args"] = ["sh", "-c", "exit 3"]
     write_config(bundle, config)
     try:
-        got = {name: runtime(name, "run", "--bundle", str(bundle), "lesson42-check").returncode
-               for name in runtimes()}
+        got = {
+            name: runtime(name, "run", "--bundle", str(bundle), "lesson42-check").returncode
+            for name in runtimes()
+        }
     finally:
         write_config(bundle, saved)
     ok = set(got.values()) == {status}
-    return verdict(ok, f"exit status: both runtimes exit {status}, as the container did.",
-                   f"exit status: {status!r} is not what they gave ({got}).",
-                   "`run` waits for the container and passes on its process's exit status.")
+    return verdict(
+        ok,
+        f"exit status: both runtimes exit {status}, as the container did.",
+        f"exit status: {status!r} is not what they gave ({got}).",
+        "`run` waits for the container and passes on its process's exit status.",
+    )
 
 
 def refused_by_default_profile(names: Iterable[str]) -> list[str]:

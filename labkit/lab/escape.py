@@ -63,9 +63,11 @@ class EscapeAttempt:
 
     def __str__(self) -> str:
         where = "the HOST's / (escaped)" if self.escaped else "the rootfs's own / (contained)"
-        return (f"{self.method}: mounts seen on host {self.mounts_on_host}, inside "
-                f"{self.mounts_inside}, after the escape attempt {self.mounts_after}; "
-                f"ended in {where}")
+        return (
+            f"{self.method}: mounts seen on host {self.mounts_on_host}, inside "
+            f"{self.mounts_inside}, after the escape attempt {self.mounts_after}; "
+            f"ended in {where}"
+        )
 
 
 def _root_id() -> tuple[int, int]:
@@ -97,15 +99,20 @@ def _child(rootfs: str, method: str) -> None:
     _init.enter_rootfs(rootfs, method, proc=True)  # bind, /dev, /proc, then chroot or pivot_root
     inside = _count_mounts()
     double_chroot()
-    print(json.dumps({"on_host": on_host, "inside": inside, "after": _count_mounts(),
-                      "root": _root_id()}))
+    print(
+        json.dumps(
+            {"on_host": on_host, "inside": inside, "after": _count_mounts(), "root": _root_id()}
+        )
+    )
 
 
 def _check_rootfs(rootfs: str | os.PathLike) -> str:
     path = os.path.abspath(rootfs)
     if not os.path.isdir(os.path.join(path, "tmp")):
-        raise BadInput(f"{path} is not a root filesystem with a tmp directory: build one with "
-                       "labkit.rootfs.build().")
+        raise BadInput(
+            f"{path} is not a root filesystem with a tmp directory: build one with "
+            "labkit.rootfs.build()."
+        )
     return path
 
 
@@ -119,8 +126,9 @@ def attempt_escape(rootfs: str | os.PathLike, method: str) -> EscapeAttempt:
     # everything it needs before it entered the rootfs.
     result = namespaces.run([sys.executable, "-I", "-S", __file__, path, method], ["mnt"]).check()
     found = json.loads(result.stdout)
-    return EscapeAttempt(method, found["on_host"], found["inside"], found["after"],
-                         tuple(found["root"]), _root_id())
+    return EscapeAttempt(
+        method, found["on_host"], found["inside"], found["after"], tuple(found["root"]), _root_id()
+    )
 
 
 # --- the /proc/PID/root escape ------------------------------------------------------------------
@@ -141,8 +149,9 @@ class ProcRootAttempt:
         return f"{self.method:<10} {kinds:<8} /proc/<host PID>/root -> {verdict}"
 
 
-def attempt_proc_root(rootfs: str | os.PathLike, method: str, new_pid_namespace: bool,
-                      host_pid: int | None = None) -> ProcRootAttempt:
+def attempt_proc_root(
+    rootfs: str | os.PathLike, method: str, new_pid_namespace: bool, host_pid: int | None = None
+) -> ProcRootAttempt:
     """List ``/proc/HOST_PID/root/`` with busybox from inside *rootfs* (a fresh /proc is mounted).
 
     host_pid: a host process whose root is the host's "/" (default: this process).
@@ -151,8 +160,13 @@ def attempt_proc_root(rootfs: str | os.PathLike, method: str, new_pid_namespace:
         raise BadInput(f"method {method!r} is not 'chroot' or 'pivot_root'.")
     pid = os.getpid() if host_pid is None else int(host_pid)
     kinds = ["mnt", "pid"] if new_pid_namespace else ["mnt"]
-    result = namespaces.run(["/bin/ls", "-a", f"/proc/{pid}/root/"], kinds,
-                            rootfs=_check_rootfs(rootfs), root_method=method, mount_proc=True)
+    result = namespaces.run(
+        ["/bin/ls", "-a", f"/proc/{pid}/root/"],
+        kinds,
+        rootfs=_check_rootfs(rootfs),
+        root_method=method,
+        mount_proc=True,
+    )
     entries = sorted(result.stdout.split()) if result.returncode == 0 else []
     reached = result.returncode == 0 and set(entries) - {".", ".."} == set(os.listdir("/"))
     return ProcRootAttempt(method, new_pid_namespace, reached, entries)
@@ -196,8 +210,9 @@ def leaks(propagation: str) -> bool:
     return whether it appeared on the host. Any mount that leaked is removed again."""
     path = make_shared()
     target = path / "leak"
-    namespaces.run(["mount", "-t", "tmpfs", "labkit-leak", str(target)], ["mnt"],
-                   propagation=propagation).check()
+    namespaces.run(
+        ["mount", "-t", "tmpfs", "labkit-leak", str(target)], ["mnt"], propagation=propagation
+    ).check()
     leaked = mountinfo.is_mount_point(target)
     if leaked:
         subprocess.run(["umount", str(target)], check=True)

@@ -22,7 +22,8 @@ from .checks import Verdict, graded, not_done, verdict
 
 
 def lesson_dir(name: str) -> Path:
-    """A fresh directory for one lesson's files below the state dir (``labkit cleanup`` finds it)."""
+    """A fresh directory for one lesson's files below the state dir (``labkit cleanup`` finds
+    it)."""
     path = state_dir() / "lessons" / name
     remove_lesson_dir(name)
     path.mkdir(parents=True)
@@ -78,7 +79,9 @@ def cell(root: Path | None, rel: str) -> str:
 def stack_table(ov: overlay.Overlay) -> tuple[list[str], list[str], list[list[str]]]:
     """(columns bottom to top, paths, cells): each layer's view of each path, and the merged one."""
     # Columns say both the directory and the kernel's index ("lower 0" is the leftmost: the top).
-    layers_ = [(f"{d.name[:12]} (lower {i})", d) for i, d in reversed(list(enumerate(ov.lowerdirs)))]
+    layers_ = [
+        (f"{d.name[:12]} (lower {i})", d) for i, d in reversed(list(enumerate(ov.lowerdirs)))
+    ]
     if ov.upperdir is not None:
         layers_.append(("upper", ov.upperdir))
     paths = sorted({p for _name, d in layers_ for p in _entries(d)})
@@ -345,7 +348,8 @@ def check_commit(
     if not isinstance(answer, images.Image):
         return Verdict(
             False,
-            f"commit: expected the Image that images.commit returns, found {type(answer).__name__}.",
+            "commit: expected the Image that images.commit returns, "
+            f"found {type(answer).__name__}.",
             "assign the result of images.commit(root.upperdir, 'busybox', 'lab/hello:1').",
         )
     parent = images.get(base)
@@ -359,8 +363,10 @@ def check_commit(
     found = top.read_text().strip() if top.is_file() else None
     return verdict(
         found == text,
-        f"commit: the new top layer holds /{path} ({text!r}); the {len(parent.diff_ids)} layer(s) below are {base}'s, shared.",
-        f"commit: the new top layer has {'no /' + path if found is None else f'/{path} saying {found!r}'}.",
+        f"commit: the new top layer holds /{path} ({text!r}); "
+        f"the {len(parent.diff_ids)} layer(s) below are {base}'s, shared.",
+        "commit: the new top layer has "
+        f"{'no /' + path if found is None else f'/{path} saying {found!r}'}.",
         f"write {text!r} to root.merged / {path!r} before you commit.",
     )
 

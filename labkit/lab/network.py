@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .. import network, traffic
 from .checks import Verdict, graded, not_done, verdict
 
-# --- exercise checks ------------------------------------------------------------------------------
+# --- exercise checks -----------------------------------------------------------------------------
 
 
 @graded
@@ -83,12 +83,13 @@ def check_rate_for_bytes(
     return verdict(
         abs(got_mb - target_mb) <= 0.2 * target_mb,
         f"rate: {answer:g} Mbit/s delivered about {target_mb:g} MB in a second.",
-        f"rate: {answer:g} Mbit/s delivered {got_mb:.1f} MB in a second, not about {target_mb:g} MB.",
+        f"rate: {answer:g} Mbit/s delivered {got_mb:.1f} MB in a second, "
+        f"not about {target_mb:g} MB.",
         "a byte is 8 bits and a megabit is a million bits: MB per second times 8 is Mbit/s.",
     )
 
 
-# --- the rate experiment ----------------------------------------------------------------------------
+# --- the rate experiment -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def rate_experiment(sender: network.Endpoint, receiver: network.Endpoint, value:
     return slider, widgets.VBox([slider, out]), redraw
 
 
-# --- the reachability grid ----------------------------------------------------------------------------
+# --- the reachability grid -----------------------------------------------------------------------
 
 
 def plot_reachability(grid: traffic.Reachability, title: str = "who reaches whom (ping)"):
@@ -211,7 +212,7 @@ def plot_reachability(grid: traffic.Reachability, title: str = "who reaches whom
     return fig
 
 
-# --- the lesson's own resources ---------------------------------------------------------------------
+# --- the lesson's own resources ------------------------------------------------------------------
 
 LESSON_NETNS = ("labkit-a", "labkit-b", "labkit-c", "labkit-d")
 LESSON_BRIDGE = "lk0"

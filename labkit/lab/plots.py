@@ -53,8 +53,9 @@ def draw_sharing(ids: Mapping[str, Mapping[str, int]], ax: Axes | None = None) -
     index = [[ord(labels[r][k]) - ord("A") for k in kinds] for r in rows]
     colours = [PALETTE[i % len(PALETTE)] for i in range(1 + max(map(max, index)))]
     ax = _new_axes(ax, (1.1 * len(kinds) + 2, 0.6 * len(rows) + 1.2))
-    ax.imshow(index, cmap=ListedColormap(colours), vmin=0, vmax=max(len(colours) - 1, 1),
-              aspect="auto")
+    ax.imshow(
+        index, cmap=ListedColormap(colours), vmin=0, vmax=max(len(colours) - 1, 1), aspect="auto"
+    )
     for i, row in enumerate(rows):
         for j, kind in enumerate(kinds):
             ax.text(j, i, labels[row][kind], ha="center", va="center")
@@ -79,7 +80,7 @@ def sharing_matrix(processes: Mapping[str, int | str], ax: Axes | None = None) -
 
 
 def parse_release(release: str) -> tuple[int, ...]:
-    """"2.6.19" -> (2, 6, 19): kernel releases compare as tuples of numbers."""
+    """ "2.6.19" -> (2, 6, 19): kernel releases compare as tuples of numbers."""
     return tuple(int(part) for part in release.split("."))
 
 
@@ -100,11 +101,18 @@ def draw_feature_timeline(
         has = release <= tuple(running)
         ax.plot(where[release], y, "o", color="#55a868" if has else "#c44e52")
         right_half = where[release] > len(releases) / 2  # label towards the middle: no overlap
-        ax.text(where[release] + (-0.15 if right_half else 0.15), y, name, va="center",
-                ha="right" if right_half else "left", fontsize=9)
+        ax.text(
+            where[release] + (-0.15 if right_half else 0.15),
+            y,
+            name,
+            va="center",
+            ha="right" if right_half else "left",
+            fontsize=9,
+        )
     ax.axvline(where[tuple(running)], color="#4c72b0", linestyle="--")
-    ax.text(where[tuple(running)] - 0.1, 0, "this kernel", color="#4c72b0", ha="right",
-            va="center")  # bottom right: the oldest features sit at the far left
+    ax.text(
+        where[tuple(running)] - 0.1, 0, "this kernel", color="#4c72b0", ha="right", va="center"
+    )  # bottom right: the oldest features sit at the far left
     ax.set_xticks(range(len(releases)), [".".join(map(str, r)) for r in releases], rotation=45)
     ax.set_yticks([])
     ax.set_xlim(-0.5, len(releases) - 0.5)
@@ -118,7 +126,9 @@ def draw_feature_timeline(
 
 
 def draw_visible_counts(
-    steps: Sequence[int], counts: Mapping[str, Sequence[int]], ax: Axes | None = None,
+    steps: Sequence[int],
+    counts: Mapping[str, Sequence[int]],
+    ax: Axes | None = None,
     what: str = "objects",
 ) -> Axes:
     """Grouped bars: for each step, how many *what* each viewer (host, a namespace...) sees."""
@@ -126,8 +136,14 @@ def draw_visible_counts(
     width = 0.8 / max(len(counts), 1)
     for i, (viewer, values) in enumerate(counts.items()):
         offsets = [x + (i - (len(counts) - 1) / 2) * width for x in range(len(steps))]
-        bars = ax.bar(offsets, values, width, label=viewer, color=PALETTE[i % len(PALETTE)],
-                      edgecolor="#555555")
+        bars = ax.bar(
+            offsets,
+            values,
+            width,
+            label=viewer,
+            color=PALETTE[i % len(PALETTE)],
+            edgecolor="#555555",
+        )
         ax.bar_label(bars, fontsize=8)  # a 0 is a bar too small to see: write the numbers
     ax.set_xticks(range(len(steps)), [str(s) for s in steps])
     ax.set_ylabel(f"{what} visible")

@@ -104,14 +104,25 @@ def plot_tree(found: list[Member], ax=None):
         place(r, 0)
     for m in found:
         if m.host_ppid in inside:
-            _ = ax.plot([x[m.host_ppid], x[m.host_pid]], [-depth[m.host_ppid], -depth[m.host_pid]],
-                        color="grey", zorder=1)
+            _ = ax.plot(
+                [x[m.host_ppid], x[m.host_pid]],
+                [-depth[m.host_ppid], -depth[m.host_pid]],
+                color="grey",
+                zorder=1,
+            )
     for m in found:
         colour = "#f4cccc" if m.state == "Z" else "#cfe2f3"
         label = f"{m.comm}\ninside {m.ns_pid}\nhost {m.host_pid}"
-        _ = ax.text(x[m.host_pid], -depth[m.host_pid], label,
-                    ha="center", va="center", fontsize=8,
-                    bbox={"boxstyle": "round", "facecolor": colour}, zorder=2)
+        _ = ax.text(
+            x[m.host_pid],
+            -depth[m.host_pid],
+            label,
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": colour},
+            zorder=2,
+        )
     ax.set_xlim(-0.7, max(len(leaves), 1) - 0.3)
     ax.set_ylim(-max(depth.values(), default=0) - 0.7, 0.7)
     ax.axis("off")

@@ -27,8 +27,15 @@ def _python_for_nobody() -> str:
     """An interpreter nobody may run: the venv's may live below /root (pyenv), so prefer the
     system's python3 when it is new enough for labkit (3.11)."""
     system = shutil.which("python3", path="/usr/bin:/bin")
-    if system and subprocess.run([system, "-c", "import sys; assert sys.version_info >= (3, 11)"],
-                                 capture_output=True, check=False).returncode == 0:
+    if (
+        system
+        and subprocess.run(
+            [system, "-c", "import sys; assert sys.version_info >= (3, 11)"],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    ):
         return system
     return sys.executable
 
@@ -51,11 +58,27 @@ def as_nobody(code: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="labkit-nobody-") as tmp:
         _readable_copy(Path(tmp))
         return subprocess.run(
-            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
-             _python_for_nobody(), "-c", code],
-            capture_output=True, text=True, timeout=timeout, check=False, cwd="/",
-            env={"PYTHONPATH": tmp, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/",
-                 "PYTHONDONTWRITEBYTECODE": "1"},
+            [
+                "setpriv",
+                f"--reuid={NOBODY}",
+                f"--regid={NOBODY}",
+                "--clear-groups",
+                "--",
+                _python_for_nobody(),
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd="/",
+            env={
+                "PYTHONPATH": tmp,
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME": "/",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
         )
 
 

@@ -11,8 +11,18 @@ PACKAGE = Path(__file__).resolve().parents[2] / "labkit"
 # Bottom-up, as the course teaches the stack; a module may import its own floor and those below.
 FLOORS = [
     {"sys", "errors", "state", "mountinfo", "proc", "bpf", "channel"},
-    {"_init", "forkserver", "namespaces", "cgroups", "overlay", "rootfs", "layers", "images", "network",
-     "traffic"},
+    {
+        "_init",
+        "forkserver",
+        "namespaces",
+        "cgroups",
+        "overlay",
+        "rootfs",
+        "layers",
+        "images",
+        "network",
+        "traffic",
+    },
     {"container"},
     {"engine"},
     {"doctor", "cleanup", "cli", "course"},
@@ -45,9 +55,13 @@ def imported(path: Path, parts: list[str], source: str | None = None):
                 for a in node.names:  # from ..cgroups import layout, Cgroup
                     aliases[a.asname or a.name] = module
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in aliases and node.attr.startswith("_")
-                and not node.attr.startswith("__")):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             yield aliases[node.value.id], [node.attr], node.lineno
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):

@@ -33,7 +33,10 @@ def test_own_cgroups_reads_every_line_kind():
 def test_cgroup_mounts_and_their_controllers():
     found = layout.cgroup_mounts(MOUNTS)
     assert [m.point for m in found] == [
-        "/sys/fs/cgroup/unified", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/pids"]
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/cpu,cpuacct",
+        "/sys/fs/cgroup/pids",
+    ]
     assert [layout.controllers_of(m) for m in found] == [(), ("cpu", "cpuacct"), ("pids",)]
 
 

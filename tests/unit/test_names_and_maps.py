@@ -32,9 +32,13 @@ def test_state_names_that_could_climb_out_are_refused(name):
 
 @pytest.mark.parametrize(
     "ref, full",
-    [("busybox", "busybox:latest"), ("busybox:1.36", "busybox:1.36"),
-     ("library/alpine", "alpine:latest"), ("docker.io/library/busybox", "busybox:latest"),
-     ("my.registry/a-b/c_d:v1.2", "my.registry/a-b/c_d:v1.2")],
+    [
+        ("busybox", "busybox:latest"),
+        ("busybox:1.36", "busybox:1.36"),
+        ("library/alpine", "alpine:latest"),
+        ("docker.io/library/busybox", "busybox:latest"),
+        ("my.registry/a-b/c_d:v1.2", "my.registry/a-b/c_d:v1.2"),
+    ],
 )
 def test_image_references_get_latest_when_untagged(ref, full):
     assert images.full_name(ref) == full

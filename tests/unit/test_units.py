@@ -12,8 +12,15 @@ MiB = 1 << 20
 
 @pytest.mark.parametrize(
     "given, size",
-    [("64M", 64 * MiB), ("1.5G", 3 << 29), ("2048k", 2 * MiB), (" 2 MiB ", 2 * MiB),
-     (4 * MiB, 4 * MiB), ("max", "max"), ("MAX", "max")],
+    [
+        ("64M", 64 * MiB),
+        ("1.5G", 3 << 29),
+        ("2048k", 2 * MiB),
+        (" 2 MiB ", 2 * MiB),
+        (4 * MiB, 4 * MiB),
+        ("max", "max"),
+        ("MAX", "max"),
+    ],
 )
 def test_sizes_in_binary_units(given, size):
     assert units.parse_size(given) == size
@@ -33,8 +40,9 @@ def test_a_size_below_one_mib_is_refused_as_too_small():
 
 def test_format_size_reads_back_what_parse_size_took():
     for text in ("64M", "1G", "3M", "512K"):
-        assert units.parse_size(units.format_size(units.parse_size(text, minimum=0)), minimum=0) \
-            == units.parse_size(text, minimum=0)
+        assert units.parse_size(
+            units.format_size(units.parse_size(text, minimum=0)), minimum=0
+        ) == units.parse_size(text, minimum=0)
 
 
 def test_cpus_become_a_quota_per_period():
