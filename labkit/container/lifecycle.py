@@ -488,7 +488,9 @@ def exec_in(c: Container, spec: Spec, d: Path, stdin=None, stdout=None, stderr=N
     d.mkdir()
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
-        _proc, pid = _start_init(spec, d, groups, EXEC_SKIP, None, stdin, stdout, stderr)
+        _proc, pid = _start_init(
+            spec, d, groups, EXEC_SKIP, None, stdin, stdout, stderr, {"join_cgroup": 0.0}
+        )
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return pid
