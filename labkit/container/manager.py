@@ -589,7 +589,10 @@ def start(ref: str | Container) -> Container:
     if "error" in message:
         status.close()
         raise StartError(message["error"], message.get("step"), message.get("exit_code", 125))
-    c = get(c)
+    try:
+        c = get(c)  # the record as the monitor wrote it: running
+    except NotFound:
+        pass  # it has run, exited and been auto-removed already: the pipe still has its exit
     c._exit_pipe = status
     return c
 
