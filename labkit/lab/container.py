@@ -301,6 +301,7 @@ def remove_shared() -> None:
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
+    rootfs.remove()  # the lesson's busybox root (lesson_rootfs), rebuilt offline when needed
 
 
 # --- the time each step takes -------------------------------------------------------------------
@@ -486,6 +487,7 @@ def remove_lesson_disk() -> None:
         image.unlink()
     if image.parent.is_dir() and not any(image.parent.iterdir()):
         image.parent.rmdir()
+    rootfs.remove()
 
 
 ATTACKS = {
