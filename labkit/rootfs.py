@@ -64,7 +64,7 @@ def is_noexec(path: str | Path) -> bool:
     return bool(os.statvfs(path).f_flag & os.ST_NOEXEC)
 
 
-def _exec_capable(directory: Path) -> None:
+def exec_capable(directory: Path) -> None:
     """Make sure programs can be run from *directory*: mount a tmpfs there if they cannot.
 
     The state directory sits in /run, which many systems (the lab VM among them) mount
@@ -214,7 +214,7 @@ def build(dest: str | Path | None = None, *, busybox: str | Path | None = None) 
     binary = static_busybox(busybox)
     if dest is None:
         dest = default_dest()
-        _exec_capable(dest.parent)
+        exec_capable(dest.parent)
     dest = Path(dest)
     build_id = _build_id(binary)
     if _os_release(dest).get("BUILD_ID") == build_id and (dest / "bin" / "sh").is_symlink():

@@ -563,7 +563,9 @@ def find_executable(s: Setup) -> None:
     dirs = [""] if "/" in name else env.get("PATH", "").split(":")
     for d in dirs:
         path = os.path.join(d, name)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
+        # The mode's x bits, as runc's LookPath reads them, not access(X_OK): that also says no
+        # for a file on a noexec mount, which the container's own bind of its root is not.
+        if os.path.isfile(path) and os.stat(path).st_mode & 0o111:
             s.executable = path
             return
     raise FileNotFoundError(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH')

@@ -806,6 +806,7 @@ def make_bundle() -> Path:
     if bundle.exists():
         remove_bundle()
     bundle.mkdir(parents=True)
+    rootfs.exec_capable(bundle)  # where /run is noexec (the lab VM), a tmpfs that is not
     subprocess.run([runc(), "spec", "--bundle", str(bundle)], check=True)
     rootfs.build(bundle / "rootfs")
     return bundle
@@ -911,6 +912,8 @@ def remove_bundle() -> None:
     for name in runtimes():
         for cid in ("lesson42", "lesson42-state", "lesson42-probe", "lesson42-check"):
             runtime(name, "delete", "--force", cid)
+    if mountinfo.is_mount_point(bundle_dir()):
+        subprocess.run(["umount", str(bundle_dir())], check=True)
     shutil.rmtree(state_dir() / "lesson42", ignore_errors=True)
 
 
