@@ -173,7 +173,7 @@ class Cgroup:
         """Let the group's tasks run again."""
         self._backend.thaw()
 
-    def kill(self, timeout: float = 5.0) -> None:
+    def kill(self, timeout: float = 30.0) -> None:
         """SIGKILL every process in the group, and wait (at most *timeout* s) until it is empty."""
         deadline = time.monotonic() + timeout
         kill_all(self.dirs)
@@ -186,7 +186,7 @@ class Cgroup:
                 )
             time.sleep(0.01)
 
-    def remove(self, timeout: float = 5.0) -> None:
+    def remove(self, timeout: float = 30.0) -> None:
         """Kill what still runs in the group, then rmdir it (in every hierarchy)."""
         if not self.exists:
             return
@@ -225,7 +225,7 @@ def leftovers() -> list[str]:
     ]
 
 
-def remove_dirs(dirs: list[Path], timeout: float = 5.0) -> None:
+def remove_dirs(dirs: list[Path], timeout: float = 30.0) -> None:
     """SIGKILL every process in the cgroup directories *dirs*, rmdir them, and their labkit/.
 
     Works on directories found anywhere in the tree (another shell's labkit/), where
