@@ -76,6 +76,25 @@ def wait_until(predicate, seconds: float = 5.0) -> bool:
     return bool(predicate())
 
 
+def http_get_in(netns: str, host: str, port: int, expect: bytes, seconds: float) -> bytes:
+    """GET / from inside network namespace *netns*, retried (at most *seconds*) until the answer
+    holds *expect* (a server in a container may not be listening yet); the last answer."""
+    from labkit import traffic
+
+    answer = b""
+    deadline = time.monotonic() + seconds
+    while expect not in answer and time.monotonic() < deadline:
+        with traffic.socket_in(netns) as sock:
+            sock.settimeout(2)
+            try:
+                sock.connect((host, port))
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                answer = b"".join(iter(lambda: sock.recv(4096), b""))
+            except OSError:
+                time.sleep(0.1)  # not listening yet
+    return answer
+
+
 def process_state(pid: int) -> str:
     """The state letter of *pid* in /proc/PID/stat (R, S, Z, ...), or "gone"."""
     try:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cleanup, images, network, traffic
+from labkit import cleanup, images, network
 from labkit.container import capabilities, lifecycle, manager
 
-from .conftest import dead, wait_until
+from .conftest import dead, http_get_in, wait_until
 
 LABKIT = [sys.executable, "-m", "labkit.cli"]
 
@@ -216,17 +216,7 @@ def test_a_published_port_is_reached_from_another_namespace(store):
     client_bridge = network.bridge_add("lkclientbr")
     network.netns_add("labkit-tclient")
     network.connect(client_bridge, "labkit-tclient")
-    answer = b""
-    deadline = time.monotonic() + 10
-    while b"hello" not in answer and time.monotonic() < deadline:
-        with traffic.socket_in("labkit-tclient") as sock:
-            sock.settimeout(2)
-            try:
-                sock.connect((str(client_bridge.gateway), 18081))
-                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                answer = b"".join(iter(lambda: sock.recv(4096), b""))
-            except OSError:
-                time.sleep(0.1)  # httpd not listening yet
+    answer = http_get_in("labkit-tclient", str(client_bridge.gateway), 18081, b"hello", seconds=10)
     assert b"hello from the container" in answer
     assert ipaddress.ip_address(settings["IPAddress"]) in network.bridge(manager.BRIDGE).subnet
     manager.remove("web", force=True)

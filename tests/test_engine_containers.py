@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import docker
 import pytest
 
-from labkit import network, traffic
+from labkit import network
 from labkit.container import manager
 
-from .conftest import wait_until
+from .conftest import http_get_in, wait_until
 from .engine_env import DOCKER, engine, loaded  # noqa: F401  (fixtures)
 
 
@@ -267,17 +267,9 @@ def test_a_published_port_is_reached_from_another_namespace(box):
     try:
         network.netns_add("labkit-tengine")
         network.connect(client_bridge, "labkit-tengine")
-        answer = b""
-        deadline = time.monotonic() + 15
-        while b"hello" not in answer and time.monotonic() < deadline:
-            with traffic.socket_in("labkit-tengine") as sock:
-                sock.settimeout(2)
-                try:
-                    sock.connect((str(client_bridge.gateway), 18091))
-                    sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-                    answer = b"".join(iter(lambda: sock.recv(4096), b""))
-                except OSError:
-                    time.sleep(0.1)
+        answer = http_get_in(
+            "labkit-tengine", str(client_bridge.gateway), 18091, b"hello", seconds=15
+        )
         assert b"hello from the engine" in answer
         port = box.docker("port", "web", check=True).stdout
         assert "80/tcp -> 0.0.0.0:18091" in port
