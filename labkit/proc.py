@@ -25,6 +25,7 @@ __all__ = [
     "parse_status",
     "process_count",
     "signal_each",
+    "stat",
     "status",
 ]
 
@@ -48,6 +49,21 @@ def parse_status(text: str) -> dict[str, str]:
 def status(pid: int | str) -> dict[str, str]:
     """/proc/PID/status as {key: value} (``NSpid``, ``PPid``, ``State``, ``Uid``, ...)."""
     return parse_status(Path(f"/proc/{pid}/status").read_text())
+
+
+def stat(pid: int | str) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks since boot) from /proc/PID/stat, or None if gone.
+
+    The start time tells a process from a later one that was given its recycled PID.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # the name (field 2) is in parentheses and may hold spaces: split after the last ")"
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        # ESRCH: the process ended between open() and read()
+        return None
+    return fields[0], int(fields[19])  # field 3 is the state, field 22 the start time
 
 
 def nspid(pid: int | str) -> list[int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cleanup
+from labkit import cleanup, proc
 
 UNIT = Path(__file__).resolve().parent / "unit"
 
@@ -97,11 +97,8 @@ def http_get_in(netns: str, host: str, port: int, expect: bytes, seconds: float)
 
 def process_state(pid: int) -> str:
     """The state letter of *pid* in /proc/PID/stat (R, S, Z, ...), or "gone"."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return "gone"
+    found = proc.stat(pid)
+    return "gone" if found is None else found[0]
 
 
 def dead(pid: int) -> bool:

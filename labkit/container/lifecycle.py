@@ -29,6 +29,7 @@ from pathlib import Path
 from .. import channel, forkserver
 from ..cgroups import Cgroup, devices
 from ..errors import BadInput, LabkitError, require_root
+from ..proc import stat as proc_stat
 from ..state import check_name, state_dir
 from . import steps as steps_mod
 from .spec import OCI_VERSION, Spec, SpecError, check, load
@@ -77,7 +78,7 @@ class Container:
 
     def alive(self) -> bool:
         """Whether the recorded process still runs (not a zombie, not a recycled PID)."""
-        stat = _proc_stat(self.pid)
+        stat = proc_stat(self.pid)
         return stat is not None and stat[0] != "Z" and stat[1] == self.record["start_time"]
 
     @property
@@ -102,16 +103,6 @@ class Container:
         if self.record.get("annotations"):
             out["annotations"] = self.record["annotations"]
         return out
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of *pid*, from /proc/PID/stat, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return fields[0], int(fields[19])  # field 3 is the state, field 22 starttime
 
 
 def get(container_id: str, root: str | os.PathLike | None = None) -> Container:
@@ -225,7 +216,7 @@ def create(
         record = {
             "id": container_id,
             "pid": pid,
-            "start_time": _proc_stat(pid)[1],
+            "start_time": proc_stat(pid)[1],
             "bundle": str(bundle),
             "rootfs": spec.root.path,
             "created": _now(),

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, LabkitError, require_root
+from ..proc import stat as proc_stat
 from ..state import state_dir
 from . import dockerconfig, lifecycle
 from . import logs as logs_mod
@@ -145,12 +146,8 @@ def records_lock():
 
 def proc_start_time(pid: int) -> int | None:
     """When *pid* started (clock ticks since boot), so a recycled PID is not mistaken for it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    return None if fields[0] == "Z" else int(fields[19])
+    found = proc_stat(pid)
+    return None if found is None or found[0] == "Z" else found[1]
 
 
 @dataclass

@@ -440,13 +440,22 @@ def weights_experiment(weights=(100, 300), seconds: float = 1.5) -> WeightsRun:
         ]
         for b in boxes:
             procs += busy_workers(b, 1)
+        # Count only while both compete: the first worker runs alone until the second starts,
+        # which in an emulated guest can take a good part of a second.
+        before = [b.stats().cpu_usage_us for b in boxes]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            start = [b.stats().cpu_usage_us for b in boxes]
+            if all(now > then for now, then in zip(start, before)):
+                break
+            time.sleep(0.01)
         time.sleep(seconds)
+        used = [b.stats().cpu_usage_us - then for b, then in zip(boxes, start)]
     finally:
         series = tuple(s.stop() for s in samplers)
         for b in boxes:
             b.remove()
         _reap(procs)
-    used = [s["cpu_usage_us"][-1] - s["cpu_usage_us"][0] for s in series]
     total = max(1, sum(used))
     return WeightsRun(tuple(weights), series, (used[0] / total, used[1] / total))
 
