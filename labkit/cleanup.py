@@ -4,14 +4,21 @@ It works from what the kernel shows (mount table, /proc, interfaces), not from l
 so it also works after a crash, a killed notebook kernel or a reboot. Each module that creates
 something offers a ``leftovers()`` function (what is there, as readable strings) and a
 ``remove_leftovers()`` function; this module calls them in an order that undoes a container from
-the outside in: processes first, then what they used.
+the outside in: processes first, then what they used. Two kinds are made by programs the
+lessons run, and are found here: runc's containers (by runc's state below the state directory)
+and loop devices (by the backing file the kernel names, below the state directory).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
-from . import mountinfo
+from . import loop, mountinfo
 from . import sys as ksys
 from .errors import require_root
 from .state import state_dir
@@ -26,6 +33,7 @@ def _stages():
     # processes hold namespaces, cgroups and mounts the others remove.
     stages = [("container monitors", manager.leftovers, manager.remove_leftovers)]
     stages.append(("containers", lifecycle.leftovers, lifecycle.remove_leftovers))
+    stages.append(("runc containers", _runc_leftovers, _remove_runc_containers))
     stages.append(("processes and namespaces", namespaces.leftovers, namespaces.remove_leftovers))
 
     def orphan_inits():
@@ -38,9 +46,57 @@ def _stages():
     from . import cgroups
 
     stages.append(("cgroups", cgroups.leftovers, cgroups.remove_leftovers))
+    stages.append(("loop devices", _loop_leftovers, _remove_loop_devices))
     stages.append(("mounts", _state_mount_leftovers, _remove_state_mounts))
     stages.append(("state files", _state_file_leftovers, _remove_state_files))
     return stages
+
+
+# runc keeps each container's state in --root/ID/state.json; labkit's runc roots (lesson 42's
+# is lesson42/runc) are directories named runc below the state directory.
+def _runc_containers() -> list[tuple[Path, str]]:
+    root = state_dir()
+    roots = [p for p in (root / "runc", *sorted(root.glob("*/runc"))) if p.is_dir()]
+    return [(r, d.name) for r in roots for d in sorted(r.iterdir()) if (d / "state.json").is_file()]
+
+
+def _runc(root: Path, *args: str) -> subprocess.CompletedProcess | None:
+    """``runc --root ROOT ARGS``; None where runc is not installed."""
+    runc = shutil.which("runc") or shutil.which("runc", path="/usr/sbin:/usr/bin")
+    if runc is None:
+        return None
+    command = [runc, "--root", str(root), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def _runc_leftovers() -> list[str]:
+    found = []
+    for root, cid in _runc_containers():
+        state = _runc(root, "state", cid)
+        try:
+            status = json.loads(state.stdout)["status"] if state else "runc not installed"
+        except (ValueError, KeyError):
+            status = "state unreadable"
+        found.append(f"runc container: {cid} ({status}, --root {root})")
+    return found
+
+
+def _remove_runc_containers() -> None:
+    """``runc delete --force``: runc kills the container's processes, removes its cgroup and
+    its state."""
+    for root, cid in _runc_containers():
+        _runc(root, "delete", "--force", cid)
+
+
+def _loop_leftovers() -> list[str]:
+    found = loop.attached_below(os.path.realpath(state_dir()))
+    return [f"loop device: {dev} (over {path})" for dev, path in found.items()]
+
+
+def _remove_loop_devices() -> None:
+    for dev in loop.attached_below(os.path.realpath(state_dir())):
+        with contextlib.suppress(OSError):
+            loop.detach(dev)
 
 
 def _state_mount_leftovers() -> list[str]:

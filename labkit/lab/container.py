@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import mountinfo, rootfs
+from .. import loop, mountinfo, rootfs
 from ..container import lifecycle, steps
 from ..container.spec import Pids, Process, Resources, Root, Spec
 from ..errors import BadInput
@@ -448,18 +448,18 @@ def disk_image() -> Path:
     return state_dir() / "lesson41" / "disk.img"
 
 
+def _disk_devices() -> list[str]:
+    """The loop devices over the lesson's disk image, found as ``labkit cleanup`` finds them:
+    by the backing file the kernel names in /sys/block/loopN/loop/backing_file."""
+    return [dev for dev, path in loop.attached().items() if path == str(disk_image())]
+
+
 def lesson_disk() -> tuple[str, int, int]:
     """A small disk for the lesson to attack: a loop device over a 1 MiB file whose first
     sector starts with SIGNATURE. (The host's own disk is attacked the same way, by its
     major:minor; a disk of our own keeps the attack to a sector we wrote.)"""
     image = disk_image()
-    found = (
-        subprocess.run(
-            ["losetup", "-j", str(image)], capture_output=True, text=True, check=False
-        ).stdout.split(":")[0]
-        if image.exists()
-        else ""
-    )
+    found = next(iter(_disk_devices()), "") if image.exists() else ""
     if not found:
         if not os.path.exists("/dev/loop-control"):
             # Where nothing made the loop driver's device nodes at boot (a bare kernel, as
@@ -478,13 +478,9 @@ def lesson_disk() -> tuple[str, int, int]:
 def remove_lesson_disk() -> None:
     """Detach the lesson's loop device and delete its file."""
     image = disk_image()
-    if image.exists():
-        out = subprocess.run(
-            ["losetup", "-j", str(image)], capture_output=True, text=True, check=False
-        ).stdout
-        for line in out.splitlines():
-            subprocess.run(["losetup", "-d", line.split(":")[0]], check=True)
-        image.unlink()
+    for device in _disk_devices():
+        loop.detach(device)
+    image.unlink(missing_ok=True)
     if image.parent.is_dir() and not any(image.parent.iterdir()):
         image.parent.rmdir()
     rootfs.remove()
@@ -800,14 +796,24 @@ def runtimes() -> dict[str, list[str]]:
     }
 
 
+# Where runc puts the bundle's containers' cgroup. runc's default is the container's id (a
+# "lesson42" cgroup, which nothing would know to be labkit's); a relative path is taken from
+# runc's own cgroup (v1) or its parent (v2). runc deletes it with the container.
+RUNC_CGROUPS_PATH = "labkit-runc-lesson42"
+
+
 def make_bundle() -> Path:
-    """A bundle as ``runc spec`` writes it, with the lesson's busybox as its rootfs."""
+    """A bundle as ``runc spec`` writes it, with the lesson's busybox as its rootfs and a
+    cgroupsPath that names the containers' cgroup as labkit's (so ``labkit cleanup`` finds it)."""
     bundle = bundle_dir()
     if bundle.exists():
         remove_bundle()
     bundle.mkdir(parents=True)
     rootfs.exec_capable(bundle)  # where /run is noexec (the lab VM), a tmpfs that is not
     subprocess.run([runc(), "spec", "--bundle", str(bundle)], check=True)
+    config = read_config(bundle)
+    config["linux"]["cgroupsPath"] = RUNC_CGROUPS_PATH
+    write_config(bundle, config)
     rootfs.build(bundle / "rootfs")
     return bundle
 

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "labkit"
 
 # Bottom-up, as the course teaches the stack; a module may import its own floor and those below.
 FLOORS = [
-    {"sys", "errors", "state", "mountinfo", "proc", "bpf", "channel"},
+    {"sys", "errors", "state", "mountinfo", "proc", "bpf", "channel", "loop"},
     {
         "_init",
         "forkserver",
