@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
-from . import loop, mountinfo
+from . import loop, mountinfo, proc
 from . import sys as ksys
 from .errors import require_root
 from .state import state_dir
@@ -81,11 +82,19 @@ def _runc_leftovers() -> list[str]:
     return found
 
 
-def _remove_runc_containers() -> None:
+def _remove_runc_containers(timeout: float = 5.0) -> None:
     """``runc delete --force``: runc kills the container's processes, removes its cgroup and
-    its state."""
+    its state. Its init was reparented when runc exited: wait (a while) until it is reaped."""
+    inits = []
     for root, cid in _runc_containers():
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            state = json.loads((root / cid / "state.json").read_text())
+            inits.append((state["init_process_pid"], state["init_process_start"]))
         _runc(root, "delete", "--force", cid)
+    deadline = time.monotonic() + timeout
+    for pid, started in inits:
+        while (found := proc.stat(pid)) and found[1] == started and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _loop_leftovers() -> list[str]:

@@ -334,10 +334,11 @@ def test_check_plugged_in(two, made):
 def test_check_rate_for_bytes(two):
     _, a, b = two
     assert not lab.check_rate_for_bytes(..., a, b).ok
-    good = lab.check_rate_for_bytes(16, a, b)
+    good = lab.check_rate_for_bytes(17, a, b)  # 2 MiB/s is 16.8 Mbit/s, plus headers
     assert good.ok, str(good)
-    bad = lab.check_rate_for_bytes(4, a, b)
-    assert not bad.ok and "MB" in bad.message
+    for wrong in (4, 40):  # too slow, and too fast: each fails, best of three tries or not
+        bad = lab.check_rate_for_bytes(wrong, a, b)
+        assert not bad.ok and "MiB" in bad.message, str(bad)
     assert traffic.shaping(b.host_ifname).rate_mbit is None  # the check leaves it unshaped
 
 

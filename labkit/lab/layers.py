@@ -239,15 +239,18 @@ def draw_sharing(results: list[Sharing], ax=None):
     xs = range(len(results))
     ax.bar(
         [x - 0.2 for x in xs],
-        [r.shared / 1e6 for r in results],
+        [r.shared / 2**20 for r in results],
         0.4,
         label="overlay roots (shared layers)",
     )
     ax.bar(
-        [x + 0.2 for x in xs], [r.copies / 1e6 for r in results], 0.4, label="a full copy per root"
+        [x + 0.2 for x in xs],
+        [r.copies / 2**20 for r in results],
+        0.4,
+        label="a full copy per root",
     )
     ax.set_xticks(list(xs), [f"{r.roots} root{'s' if r.roots > 1 else ''}" for r in results])
-    ax.set_ylabel("disk used (MB)")
+    ax.set_ylabel("disk used (MiB)")
     ax.set_title("roots on one image share its layers")
     ax.legend()
     return ax

@@ -63,29 +63,52 @@ def check_plugged_in(answer, other: str) -> Verdict:
     )
 
 
+MIB = 1 << 20  # sizes are in MiB (2**20 bytes) across the course; tc's rates are in bits/s
+
+
 @graded
 def check_rate_for_bytes(
-    answer, sender: network.Endpoint, receiver: network.Endpoint, target_mb: float = 2.0
+    answer,
+    sender: network.Endpoint,
+    receiver: network.Endpoint,
+    target_mib: float = 2.0,
+    tries: int = 3,
 ) -> Verdict:
-    """30: a tbf rate (Mbit/s) with which a 1-second stream delivers about *target_mb* MB."""
+    """30: a tbf rate (Mbit/s) with which a stream delivers about *target_mib* MiB a second.
+
+    tbf never lets more than its rate through, but a busy machine can make a measurement fall
+    short (a sender that is not scheduled for 100 ms loses those 100 ms of tokens: the bucket
+    holds only 5 ms). So the best of up to *tries* one-second measurements is the one judged.
+    """
     if answer is ...:
         return not_done("rate")
     if isinstance(answer, bool) or not isinstance(answer, (int, float)) or answer <= 0:
         return Verdict(
             False, f"rate: {answer!r} is not a rate in Mbit/s.", "give a number, e.g. 10."
         )
+
+    def near(mib: float) -> bool:
+        return abs(mib - target_mib) <= 0.2 * target_mib
+
+    got_mib = 0.0
     traffic.shape(receiver.host_ifname, rate_mbit=answer)
     try:
-        measured = traffic.throughput(sender.netns, receiver.netns, str(receiver.address.ip), 1.0)
+        for _ in range(tries):
+            measured = traffic.throughput(
+                sender.netns, receiver.netns, str(receiver.address.ip), 1.0
+            )
+            got_mib = max(got_mib, measured.mbit_per_s * 1e6 / 8 / MIB)
+            if near(got_mib) or got_mib > 1.2 * target_mib:
+                break  # judged: more tries could only deliver more
     finally:
         traffic.unshape(receiver.host_ifname)
-    got_mb = measured.bytes / 1e6
     return verdict(
-        abs(got_mb - target_mb) <= 0.2 * target_mb,
-        f"rate: {answer:g} Mbit/s delivered about {target_mb:g} MB in a second.",
-        f"rate: {answer:g} Mbit/s delivered {got_mb:.1f} MB in a second, "
-        f"not about {target_mb:g} MB.",
-        "a byte is 8 bits and a megabit is a million bits: MB per second times 8 is Mbit/s.",
+        near(got_mib),
+        f"rate: {answer:g} Mbit/s delivered about {target_mib:g} MiB a second.",
+        f"rate: {answer:g} Mbit/s delivered {got_mib:.2f} MiB a second, "
+        f"not about {target_mib:g} MiB.",
+        "a byte is 8 bits, a MiB is 1,048,576 bytes and a Mbit is 1,000,000 bits "
+        "(tc's M is decimal); TCP/IP headers take a few percent of the rate.",
     )
 
 
