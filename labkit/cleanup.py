@@ -82,19 +82,11 @@ def _runc_leftovers() -> list[str]:
     return found
 
 
-def _remove_runc_containers(timeout: float = 5.0) -> None:
+def _remove_runc_containers() -> None:
     """``runc delete --force``: runc kills the container's processes, removes its cgroup and
-    its state. Its init was reparented when runc exited: wait (a while) until it is reaped."""
-    inits = []
+    its state."""
     for root, cid in _runc_containers():
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            state = json.loads((root / cid / "state.json").read_text())
-            inits.append((state["init_process_pid"], state["init_process_start"]))
         _runc(root, "delete", "--force", cid)
-    deadline = time.monotonic() + timeout
-    for pid, started in inits:
-        while (found := proc.stat(pid)) and found[1] == started and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 def _loop_leftovers() -> list[str]:
@@ -148,4 +140,27 @@ def cleanup() -> list[str]:
     found = leftovers()
     for _name, _list_them, remove in _stages():
         remove()
+    _wait_for_reaping()
     return found
+
+
+def _zombies_of_labkit_cgroups() -> list[int]:
+    """Killed processes of labkit's cgroups that another process has not reaped yet (this
+    process's own children are left out: waiting would not reap them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (proc.stat(entry.name) or ("",))[0] == "Z":
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                mine = int(proc.status(entry.name)["PPid"]) == os.getpid()
+                if not mine and "/labkit" in (entry / "cgroup").read_text():
+                    found.append(int(entry.name))
+    return found
+
+
+def _wait_for_reaping(timeout: float = 5.0) -> None:
+    """A process killed here whose parent had died was handed to PID 1 (or a subreaper), which
+    reaps it when it gets round to it; until then /proc still shows it in its cgroup. Wait for
+    that, a while."""
+    deadline = time.monotonic() + timeout
+    while _zombies_of_labkit_cgroups() and time.monotonic() < deadline:
+        time.sleep(0.05)

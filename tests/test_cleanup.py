@@ -8,7 +8,7 @@ import sys
 
 from labkit import cleanup, namespaces
 
-from .conftest import dead, wait_until
+from .conftest import dead, process_state, wait_until
 
 
 def start_owner(state_dir):
@@ -170,7 +170,8 @@ def test_cleanup_deletes_lesson_42s_runc_containers_after_the_kernel_was_killed(
     assert _runc_cgroups(), "the runc container's cgroup is named as labkit's"
     assert f"runc container: lesson42 (created, --root {root})" in cleanup.leftovers()
     cleanup.cleanup()
-    assert wait_until(lambda: dead(state["pid"]))
+    # Not only killed but reaped: runc's init was handed to PID 1, and cleanup waits for it.
+    assert process_state(state["pid"]) == "gone"
     assert _runc_cgroups() == []
     assert cleanup.leftovers() == []
     assert not state_dir.exists()
