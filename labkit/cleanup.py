@@ -62,12 +62,15 @@ def _runc_containers() -> list[tuple[Path, str]]:
 
 
 def _runc(root: Path, *args: str) -> subprocess.CompletedProcess | None:
-    """``runc --root ROOT ARGS``; None where runc is not installed."""
+    """``runc --root ROOT ARGS``; None where runc is not installed (or did not answer)."""
     runc = shutil.which("runc") or shutil.which("runc", path="/usr/sbin:/usr/bin")
     if runc is None:
         return None
     command = [runc, "--root", str(root), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        return None  # cleanup goes on; leftovers() still lists the container
 
 
 def _runc_leftovers() -> list[str]:
@@ -75,7 +78,7 @@ def _runc_leftovers() -> list[str]:
     for root, cid in _runc_containers():
         state = _runc(root, "state", cid)
         try:
-            status = json.loads(state.stdout)["status"] if state else "runc not installed"
+            status = json.loads(state.stdout)["status"] if state else "runc not answering"
         except (ValueError, KeyError):
             status = "state unreadable"
         found.append(f"runc container: {cid} ({status}, --root {root})")
@@ -138,29 +141,37 @@ def cleanup() -> list[str]:
     """Remove everything labkit made; return what was there before."""
     require_root("labkit cleanup")
     found = leftovers()
+    was_there = _in_labkit_cgroups()
     for _name, _list_them, remove in _stages():
         remove()
-    _wait_for_reaping()
+    _wait_for_reaping(was_there)
     return found
 
 
-def _zombies_of_labkit_cgroups() -> list[int]:
-    """Killed processes of labkit's cgroups that another process has not reaped yet (this
-    process's own children are left out: waiting would not reap them)."""
-    found = []
+def _in_labkit_cgroups() -> set[int]:
+    """The processes in labkit cgroups (of any state directory), zombies too."""
+    found = set()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (proc.stat(entry.name) or ("",))[0] == "Z":
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                mine = int(proc.status(entry.name)["PPid"]) == os.getpid()
-                if not mine and "/labkit" in (entry / "cgroup").read_text():
-                    found.append(int(entry.name))
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and "/labkit" in (entry / "cgroup").read_text():
+                found.add(int(entry.name))
     return found
 
 
-def _wait_for_reaping(timeout: float = 5.0) -> None:
+def _wait_for_reaping(pids: set[int], timeout: float = 5.0) -> None:
     """A process killed here whose parent had died was handed to PID 1 (or a subreaper), which
     reaps it when it gets round to it; until then /proc still shows it in its cgroup. Wait for
-    that, a while."""
+    that, a while (not for this process's own children: waiting would not reap them)."""
+    mine = {pid for pid in pids if _parent(pid) == os.getpid()}
     deadline = time.monotonic() + timeout
-    while _zombies_of_labkit_cgroups() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while time.monotonic() < deadline:
+        if not any((proc.stat(pid) or ("",))[0] == "Z" for pid in pids - mine):
+            return
+        time.sleep(0.02)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(proc.status(pid)["PPid"])
+    except (OSError, KeyError, ValueError):
+        return None
