@@ -11,11 +11,14 @@ __version__ = "0.1.0"
 # here imports labkit.lab, the lessons' glue on top. Importing labkit imports none of them.
 __all__ = [
     "sys",  # the syscalls
-    "proc",  # what /proc says about a process
-    "mountinfo",
-    "state",
     "errors",
-    "namespaces",  # the kernel features, each usable alone
+    "state",
+    "mountinfo",
+    "proc",  # what /proc says about a process
+    "bpf",  # bpf(2) and the instructions of a cgroup device filter
+    "channel",  # the status pipe between a parent and the child it set up
+    "forkserver",  # the kernel features, each usable alone
+    "namespaces",
     "cgroups",
     "overlay",
     "rootfs",
@@ -24,7 +27,9 @@ __all__ = [
     "network",
     "traffic",
     "container",  # the runtime that composes them
+    "engine",  # the Docker Engine API over the runtime
     "doctor",  # what this host supports, and the cleanup of what labkit made
     "cleanup",
     "cli",
+    "course",  # the classroom: student copies and progress
 ]

@@ -102,6 +102,15 @@ def test_every_module_has_a_floor():
     assert tops <= set(FLOOR), f"give {sorted(tops - set(FLOOR))} a floor in FLOORS above"
 
 
+def test_the_package_lists_its_public_modules_floor_by_floor():
+    import labkit
+
+    public = [name for floor in FLOORS for name in sorted(floor) if name not in ("_init", "lab")]
+    assert set(labkit.__all__) == set(public), "labkit.__all__ and FLOORS name the same modules"
+    floors = [FLOOR[name] for name in labkit.__all__]
+    assert floors == sorted(floors), "labkit.__all__ lists the modules floor by floor"
+
+
 def test_no_import_points_up_a_floor():
     wrong = []
     for path, parts in modules():
