@@ -6,28 +6,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from labkit import FLOORS
+
 PACKAGE = Path(__file__).resolve().parents[2] / "labkit"
 
-# Bottom-up, as the course teaches the stack; a module may import its own floor and those below.
-FLOORS = [
-    {"sys", "errors", "state", "mountinfo", "proc", "bpf", "channel"},
-    {
-        "_init",
-        "forkserver",
-        "namespaces",
-        "cgroups",
-        "overlay",
-        "rootfs",
-        "layers",
-        "images",
-        "network",
-        "traffic",
-    },
-    {"container"},
-    {"engine"},
-    {"doctor", "cleanup", "cli", "course"},
-    {"lab"},
-]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
 
 
@@ -100,15 +82,6 @@ def test_the_checks_find_what_they_look_for():
 def test_every_module_has_a_floor():
     tops = {parts[1] for _path, parts in modules() if parts[1] != "__init__"}
     assert tops <= set(FLOOR), f"give {sorted(tops - set(FLOOR))} a floor in FLOORS above"
-
-
-def test_the_package_lists_its_public_modules_floor_by_floor():
-    import labkit
-
-    public = [name for floor in FLOORS for name in sorted(floor) if name not in ("_init", "lab")]
-    assert set(labkit.__all__) == set(public), "labkit.__all__ and FLOORS name the same modules"
-    floors = [FLOOR[name] for name in labkit.__all__]
-    assert floors == sorted(floors), "labkit.__all__ lists the modules floor by floor"
 
 
 def test_no_import_points_up_a_floor():
