@@ -118,6 +118,10 @@ class PrivateDockerd:
             raise RuntimeError(f"docker {' '.join(args)}: {result.stderr.strip()}")
         return result
 
+    def version(self) -> str:
+        """The daemon's own version, as `docker version` reports it."""
+        return self.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+
     def start(self, timeout: float = 60) -> PrivateDockerd:
         """Start dockerd and wait (at most *timeout* s) until its API answers."""
         # /tmp, not a long temporary path: containerd's socket below it has 108 bytes at most.

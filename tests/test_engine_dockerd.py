@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.dockerd import PrivateDockerd, unavailable
 from labkit import images, rootfs
+from labkit.container import manager
 
 from .engine_env import engine  # noqa: F401  (a fixture)
 
@@ -30,11 +31,15 @@ def _ruleset() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def dockerd():
+def dockerd(engine):  # noqa: F811  (the engine first: its state dir)
     why = unavailable()
     if why:
         pytest.skip(f"no private dockerd to compare with: {why}")
     rules = _ruleset()
+    # The engine's container records (and their lock) stay for the engine's life, and its
+    # module clean-up removes them: made here, so the per-test leftover check does not count
+    # them against the first test that runs a container.
+    manager.records_dir().mkdir(parents=True, exist_ok=True)
     daemon = PrivateDockerd()
     try:
         yield daemon.start()
