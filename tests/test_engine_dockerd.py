@@ -109,8 +109,11 @@ def test_an_image_labkit_saves_loads_into_dockerd_as_dockerd_expects(engine, doc
     image = images.get("busybox:latest")
     assert theirs["Id"] == ours["Id"] == image.id
     assert theirs["RootFS"] == {"Type": "layers", "Layers": image.diff_ids}
-    for key in ("Cmd", "Env", "Entrypoint", "WorkingDir"):
-        assert theirs["Config"][key] == ours["Config"][key], key
+    written = image.config["config"]  # what labkit's archive says, read back by dockerd
+    assert theirs["Config"]["Cmd"] == ours["Config"]["Cmd"] == written["Cmd"]
+    assert theirs["Config"]["Env"] == ours["Config"]["Env"] == written["Env"]
+    for key in ("Entrypoint", "WorkingDir", "User"):  # dockerd shows unset ones as null or ""
+        assert (theirs["Config"][key] or None) == written.get(key), key
     assert (theirs["Os"], theirs["Architecture"]) == (ours["Os"], ours["Architecture"])
     # dockerd unpacked labkit's layer into a root it can run.
     ran = dockerd.docker("run", "--rm", "--network", "none", "busybox:latest", "echo", "hi")
