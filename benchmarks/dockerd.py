@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DOCKERD = "/usr/sbin/dockerd"  # Debian's docker.io; it starts /usr/bin/containerd itself
+# docker.io: Debian installs dockerd in /usr/sbin, Ubuntu in /usr/bin; it starts containerd.
+DOCKERD = next((p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.path.exists(p)), None)
 DOCKER = "/usr/bin/docker"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Paths dockerd 20.10 and its containerd create on the host whatever the flags say; removed
@@ -45,9 +46,9 @@ def unavailable() -> str | None:
     """Why a private dockerd cannot run here (one sentence), or None when it can."""
     if os.geteuid() != 0:
         return "dockerd runs only as root: run this with sudo."
-    for path in (DOCKERD, DOCKER, "/usr/bin/containerd"):
+    for path in (DOCKERD or "/usr/sbin/dockerd", DOCKER, "/usr/bin/containerd"):
         if not os.access(path, os.X_OK):
-            return f"{path} is missing: install Debian's docker.io (sudo scripts/setup test)."
+            return f"{path} is missing: install docker.io (sudo scripts/setup test)."
     return None
 
 
