@@ -3,7 +3,7 @@ engine tests compare labkit with, started and removed without touching the host'
 
 Everything it makes lives in one temporary directory: its API socket (``-H unix://...``), its
 images and containers (``--data-root``), its run-time state and the containerd it starts
-(``--exec-root``), its pid file and an empty configuration file (a host's
+(``--exec-root``), its pid file and its own configuration file (a host's
 /etc/docker/daemon.json must not change it). It is told to leave the network alone
 (``--bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false``: no
 docker0, no iptables/nftables rules, no sysctl), and on a cgroup v1 host to put its containers'
@@ -128,7 +128,9 @@ class PrivateDockerd:
         # /tmp, not a long temporary path: containerd's socket below it has 108 bytes at most.
         self.dir = Path(tempfile.mkdtemp(prefix="dockerd-", dir="/tmp"))
         (self.dir / "client").mkdir()
-        (self.dir / "daemon.json").write_text("{}\n")
+        # The classic image store (image id = config digest) on dockerd 29+ too, where the default
+        # is containerd's; older dockerd ignores a feature it does not know.
+        (self.dir / "daemon.json").write_text('{"features": {"containerd-snapshotter": false}}\n')
         self._host_paths = [p for p in HOST_PATHS if not p.exists()]
         argv = [
             DOCKERD,
