@@ -204,9 +204,15 @@ class PrivateDockerd:
 
     def _processes(self) -> list[int]:
         """Processes whose command line names this daemon's directory (dockerd, its containerd,
-        shims)."""
+        shims), and those in its containers' cgroups (what a dead shim left running)."""
         mark = str(self.dir).encode()
         found = []
+        for d in self._cgroup_dirs:
+            for procs in d.glob("**/cgroup.procs"):
+                try:
+                    found += [int(pid) for pid in procs.read_text().split()]
+                except OSError:
+                    pass  # removed meanwhile
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 try:
@@ -267,9 +273,9 @@ class PrivateDockerd:
                     for child in children:  # a container's cgroup its runc did not remove
                         _rmdir(Path(parent, child))
                 _rmdir(d)
-        for path in self._host_paths:
+        for path in self._host_paths:  # made by this daemon: all that is in them is its own
             if path.is_dir():
-                _rmdir(path)
+                shutil.rmtree(path, ignore_errors=True)
             elif path.exists():
                 path.unlink()
         if not self._mounts():
