@@ -52,6 +52,17 @@ def unavailable() -> str | None:
     return None
 
 
+def start_or_why() -> tuple[PrivateDockerd | None, str | None]:
+    """A started private dockerd, or None and why there is none (one sentence)."""
+    why = unavailable()
+    if why is not None:
+        return None, why
+    try:
+        return PrivateDockerd().start(), None
+    except RuntimeError as e:
+        return None, str(e).splitlines()[0]
+
+
 def _own_cgroup_path() -> str | None:
     """The deepest of this process's cgroup v1 paths (dockerd gives every hierarchy the same
     parent path, and each of the others is an ancestor of it here), or None on cgroup v2."""

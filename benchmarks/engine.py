@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.dockerd import DOCKER, PrivateDockerd, unavailable
+from benchmarks.dockerd import DOCKER, start_or_why
 from benchmarks.timing import report, side_by_side
 from labkit import images
 
@@ -122,9 +122,8 @@ def main() -> int:
             "docker version (labkit)": command([DOCKER, "version"], engine.env),
             "docker run --rm (labkit's engine)": command([DOCKER, *RUN], engine.env),
         }
-        why = unavailable()
-        if why is None:
-            dockerd = PrivateDockerd().start()
+        dockerd, why = start_or_why()
+        if dockerd is not None:
             dockerd.docker("load", "-i", str(archive))
             contenders["docker run --rm (dockerd)"] = command([DOCKER, *RUN], dockerd.env)
         skip = len(engine.log.read_text().splitlines())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.dockerd import DOCKER, PrivateDockerd, unavailable
+from benchmarks.dockerd import DOCKER, start_or_why
 from benchmarks.timing import report, side_by_side
 from labkit import images
 from labkit.container import manager
@@ -66,13 +66,14 @@ def main() -> int:
             "labkit run --rm (command)": lambda: subprocess.run(cli, check=True, env=env),
             "labkit from Python": from_python,
         }
-        docker_env, which = None, "the host's dockerd"
+        docker_env, which, why = None, "the host's dockerd", None
         if host_docker():
             docker_env = dict(os.environ)
-        elif unavailable() is None:
+        else:
             # No engine answers here: a private dockerd for this run, with labkit's own
             # busybox image in it (the same layer both run).
-            dockerd = PrivateDockerd().start()
+            dockerd, why = start_or_why()
+        if dockerd is not None:
             dockerd.docker("load", "-i", str(images.export_image(image.id, where / "bb.tar")))
             docker_env, which = dockerd.env, f"a private dockerd {dockerd.version()}"
         if docker_env is not None:
@@ -86,7 +87,7 @@ def main() -> int:
             "docker run --rm" if docker_env is not None else "labkit run --rm (command)",
         )
         if docker_env is None:
-            print(f"docker run --rm: left out ({unavailable() or 'no busybox image in Docker'})")
+            print(f"docker run --rm: left out ({why})")
         else:
             print(f"docker run --rm: `docker {' '.join(RUN)}` on {which}")
     finally:
