@@ -27,7 +27,8 @@ def _ruleset() -> str | None:
     nft = shutil.which("nft")
     if nft is None:
         return None
-    return subprocess.run([nft, "list", "ruleset"], capture_output=True, text=True).stdout
+    listed = subprocess.run([nft, "list", "ruleset"], capture_output=True, text=True, timeout=30)
+    return listed.stdout
 
 
 @pytest.fixture(scope="module")
