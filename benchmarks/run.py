@@ -9,8 +9,9 @@ machine (and on how busy it is: run it on a quiet one).
 - labkit run: the command line (a fresh Python for the command, one for the container's
   monitor, and the runtime's init).
 - labkit from Python: manager.create/start/wait in this process, as the engine does it.
-- docker run: only where a Docker engine answers (`docker info`) and has a busybox image;
-  otherwise it is left out and said so.
+- docker run --rm --network none: the host's Docker engine where one answers with a busybox
+  image; otherwise a private dockerd started for the run (benchmarks/dockerd.py, Debian's
+  docker.io) holding labkit's busybox image; where neither can run, it is left out and said so.
 """
 
 from __future__ import annotations
@@ -18,28 +19,27 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.dockerd import DOCKER, start_or_why
+from benchmarks.timing import report, side_by_side
 from labkit import images
 from labkit.container import manager
 
+RUN = ["run", "--rm", "--network", "none", "busybox", "true"]
 
-def _docker() -> list[str] | None:
-    docker = shutil.which("docker")
-    if not docker:
-        return None
-    probe = [docker, "image", "inspect", "busybox"]
-    ok = subprocess.run(probe, check=False, capture_output=True, timeout=30)
-    if ok.returncode != 0:
-        return None
-    return [docker, "run", "--rm", "--network", "none", "busybox", "true"]
+
+def host_docker() -> bool:
+    """Does the host's own Docker engine answer, with a busybox image?"""
+    if not os.access(DOCKER, os.X_OK):
+        return False
+    probe = [DOCKER, "image", "inspect", "busybox"]
+    return subprocess.run(probe, check=False, capture_output=True, timeout=30).returncode == 0
 
 
 def main() -> int:
@@ -51,8 +51,9 @@ def main() -> int:
         return 2
     where = Path(tempfile.mkdtemp(prefix="labkit-bench-run-", dir="/run"))
     os.environ["LABKIT_STATE_DIR"] = str(where / "state")
+    dockerd = None
     try:
-        images.busybox_image("busybox:latest")
+        image = images.busybox_image("busybox:latest")
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
         cli = [sys.executable, "-m", "labkit.cli", "run", "--rm", "busybox", "true"]
 
@@ -65,24 +66,33 @@ def main() -> int:
             "labkit run --rm (command)": lambda: subprocess.run(cli, check=True, env=env),
             "labkit from Python": from_python,
         }
-        docker = _docker()
-        if docker:
-            contenders["docker run --rm"] = lambda: subprocess.run(docker, check=True)
-        times: dict[str, list[float]] = {name: [] for name in contenders}
-        for run in contenders.values():
-            run()  # warm-up: caches, the image's pages
-        for _ in range(args.runs):
-            for name, run in contenders.items():
-                t0 = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - t0)
-        base = statistics.median(times["labkit run --rm (command)"])
-        for name, values in times.items():
-            median = statistics.median(values)
-            print(f"{name:<28} median {median * 1000:7.1f} ms   x{median / base:.2f}")
-        if not docker:
-            print("docker run --rm: left out (no Docker engine with a busybox image answers here)")
+        docker_env, which, why = None, "the host's dockerd", None
+        if host_docker():
+            docker_env = dict(os.environ)
+        else:
+            # No engine answers here: a private dockerd for this run, with labkit's own
+            # busybox image in it (the same layer both run).
+            dockerd, why = start_or_why()
+        if dockerd is not None:
+            dockerd.docker("load", "-i", str(images.export_image(image.id, where / "bb.tar")))
+            docker_env, which = dockerd.env, f"a private dockerd {dockerd.version()}"
+        if docker_env is not None:
+            contenders["docker run --rm"] = lambda: subprocess.run(
+                [DOCKER, *RUN], check=True, env=docker_env, stdout=subprocess.DEVNULL
+            )
+        samples = side_by_side(contenders, args.runs)
+        report(
+            f"`busybox true`, started and removed, {args.runs} runs each",
+            samples,
+            "docker run --rm" if docker_env is not None else "labkit run --rm (command)",
+        )
+        if docker_env is None:
+            print(f"docker run --rm: left out ({why})")
+        else:
+            print(f"docker run --rm: `docker {' '.join(RUN)}` on {which}")
     finally:
+        if dockerd is not None:
+            dockerd.stop()
         for c in manager.list_containers(all=True):
             manager.remove(c, force=True)
         images.remove("busybox:latest")

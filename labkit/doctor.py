@@ -251,39 +251,42 @@ def check_namespaces(host: Host) -> list[Check]:
     return [_namespace_check(host, name, created.get(name)) for name in KINDS]
 
 
+# The sysctls that can keep an ordinary user from creating a user namespace, in the order the
+# kernel asks them: (key, when its value refuses, how bad, what it means, the fix). A value is
+# None where the file is missing: the last two are Debian's and Ubuntu's additions.
+USERNS_SYSCTLS = [
+    (
+        "user.max_user_namespaces",
+        lambda value: (value or 0) <= 0,
+        FAIL,
+        "user.max_user_namespaces is 0: nobody may create one",
+        "sysctl -w user.max_user_namespaces=15000",
+    ),
+    (
+        "kernel.unprivileged_userns_clone",  # Debian's own patch
+        lambda value: value == 0,
+        WARN,
+        "kernel.unprivileged_userns_clone is 0: only root may create one",
+        "sysctl -w kernel.unprivileged_userns_clone=1",
+    ),
+    (
+        "kernel.apparmor_restrict_unprivileged_userns",  # Ubuntu 23.10 and later
+        lambda value: value == 1,
+        WARN,
+        "AppArmor restricts them (kernel.apparmor_restrict_unprivileged_userns=1)",
+        "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (to keep it, put the line "
+        "kernel.apparmor_restrict_unprivileged_userns=0 in /etc/sysctl.d/60-labkit.conf)",
+    ),
+]
+
+
 def check_unprivileged_userns(host: Host) -> Check:
     """Can an ordinary user create a user namespace (the rootless lesson)?"""
     name = "unprivileged user namespaces"
-
-    def sysctl(key: str) -> int | None:
-        value = host.read(f"/proc/sys/{key.replace('.', '/')}")
-        return int(value) if value and value.strip().lstrip("-").isdigit() else None
-
-    if (sysctl("user.max_user_namespaces") or 0) <= 0:
-        return Check(
-            name,
-            FAIL,
-            "user.max_user_namespaces is 0: nobody may create one",
-            fix="sysctl -w user.max_user_namespaces=15000",
-            required=False,
-        )
-    if sysctl("kernel.unprivileged_userns_clone") == 0:
-        return Check(
-            name,
-            WARN,
-            "kernel.unprivileged_userns_clone is 0: only root may create one",
-            fix="sysctl -w kernel.unprivileged_userns_clone=1",
-            required=False,
-        )
-    if sysctl("kernel.apparmor_restrict_unprivileged_userns") == 1:
-        return Check(
-            name,
-            WARN,
-            "AppArmor restricts them (kernel.apparmor_restrict_unprivileged_userns=1)",
-            fix="sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (to keep it, put the "
-            "line kernel.apparmor_restrict_unprivileged_userns=0 in /etc/sysctl.d/60-labkit.conf)",
-            required=False,
-        )
+    for key, refuses, status, says, fix in USERNS_SYSCTLS:
+        text = (host.read(f"/proc/sys/{key.replace('.', '/')}") or "").strip()
+        if refuses(int(text) if text.lstrip("-").isdigit() else None):
+            return Check(name, status, says, fix=fix, required=False)
     return Check(name, OK, "allowed", required=False)
 
 

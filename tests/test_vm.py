@@ -403,6 +403,18 @@ def test_the_readme_test_command_runs_the_vm_after_the_v2_kernel():
 CHECK_LAB = REPO / "scripts" / "vm" / "check-lab"
 
 
+def check_lab(url, token_file, notebook, sanitize) -> subprocess.CompletedProcess:
+    """scripts/vm/check-lab run against the server at *url* on one notebook."""
+    args = ["--url", url, "--token-file", str(token_file), "--sanitize", str(sanitize)]
+    return subprocess.run(
+        [os.sys.executable, str(CHECK_LAB), *args, str(notebook)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def synthetic_notebook(path: Path) -> None:
     """Cells that pass, fail and are skipped or ignored, for nbval and check-lab alike."""
     import nbformat
@@ -517,23 +529,7 @@ def test_check_lab_fails_the_cells_nbval_fails(lab_server):
         timeout=120,
         cwd=nb_dir,
     )
-    ours = subprocess.run(
-        [
-            os.sys.executable,
-            str(CHECK_LAB),
-            "--url",
-            url,
-            "--token-file",
-            str(token_file),
-            "--sanitize",
-            str(sanitize),
-            str(notebook),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    ours = check_lab(url, token_file, notebook, sanitize)
     expected = failing_cells(nbval.stdout, r"FAILED \S*::Cell (\d+)")
     assert expected == {4, 5, 6}, nbval.stdout  # the notebook is built to fail these
     assert ours.returncode == 1, ours.stdout + ours.stderr
@@ -552,23 +548,7 @@ def test_check_lab_passes_a_notebook_whose_outputs_match(lab_server):
     nb = nbformat.read(str(notebook), as_version=4)
     nb.cells = [c for i, c in enumerate(nb.cells) if i not in (4, 5, 6)]
     nbformat.write(nb, str(notebook))
-    ours = subprocess.run(
-        [
-            os.sys.executable,
-            str(CHECK_LAB),
-            "--url",
-            url,
-            "--token-file",
-            str(token_file),
-            "--sanitize",
-            str(REPO / "notebooks" / "sanitize.cfg"),
-            str(notebook),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    ours = check_lab(url, token_file, notebook, REPO / "notebooks" / "sanitize.cfg")
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert "PASS ok.ipynb (5 cells run, 3 compared, 1 skipped" in ours.stdout
 

@@ -6,28 +6,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from labkit import FLOORS
+
 PACKAGE = Path(__file__).resolve().parents[2] / "labkit"
 
-# Bottom-up, as the course teaches the stack; a module may import its own floor and those below.
-FLOORS = [
-    {"sys", "errors", "state", "mountinfo", "proc", "bpf", "channel", "loop"},
-    {
-        "_init",
-        "forkserver",
-        "namespaces",
-        "cgroups",
-        "overlay",
-        "rootfs",
-        "layers",
-        "images",
-        "network",
-        "traffic",
-    },
-    {"container"},
-    {"engine"},
-    {"doctor", "cleanup", "cli", "course"},
-    {"lab"},
-]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
 
 
