@@ -853,13 +853,25 @@ def check_four_to_one(answer) -> Verdict:
     """12: the weight that gives a group 4 times the CPU of a group of weight 100, on one CPU."""
     if answer is ...:
         return not_done("weight")
-    try:
-        run = weights_experiment((100, answer), seconds=1.0)
-    except BadInput as e:
-        return Verdict(False, f"weight: {e}", "give a whole number, like 200.")
-    ratio = run.shares[1] / max(run.shares[0], 1e-9)
+
+    def near(ratio: float) -> bool:
+        return 3.0 <= ratio <= 5.5
+
+    # A stalled CPU (a loaded host, an emulated guest) charges its whole stall to whichever
+    # task was running, which can skew one short run; the weights themselves do not change.
+    # So the run nearest to four of up to three is the one judged.
+    ratios = []
+    for _ in range(3):
+        try:
+            run = weights_experiment((100, answer), seconds=1.0)
+        except BadInput as e:
+            return Verdict(False, f"weight: {e}", "give a whole number, like 200.")
+        ratios.append(run.shares[1] / max(run.shares[0], 1e-9))
+        if near(ratios[-1]):
+            break
+    ratio = min(ratios, key=lambda r: abs(r - 4))
     return verdict(
-        3.0 <= ratio <= 5.5,
+        near(ratio),
         f"weight {answer!r}: the group got about four times the CPU of weight 100.",
         f"weight {answer!r}: the group got {ratio:.1f} times the CPU of weight 100, not about 4.",
         "shares are proportional to weights: weight / (weight + 100) of one busy CPU.",
