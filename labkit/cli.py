@@ -469,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `labkit` command (not a call from Python): one thread, short-lived
+        from . import forkserver
+
+        forkserver.fork_in_this_process()  # so it forks its children itself, no fork server
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) and args.command[0] == "--":
         args.command = args.command[1:]

@@ -24,7 +24,7 @@ import pytest
 from labkit import cleanup, images, network
 from labkit.container import capabilities, lifecycle, manager
 
-from .conftest import dead, http_get_in, wait_until
+from .conftest import CARELESS_CALLER, NO_SIGNALS, dead, http_get_in, signal_fields, wait_until
 
 LABKIT = [sys.executable, "-m", "labkit.cli"]
 
@@ -108,6 +108,31 @@ def test_detached_then_ps_logs_follow_stop_rm(store):
     assert "Exited (137)" in labkit("ps", "-a").stdout
     assert lifecycle.list_containers() == []  # the runtime's part is gone with the process
     assert labkit("rm", cid[:8]).stdout == f"{cid[:8]}\n"
+    nothing_made()
+
+
+def test_the_containers_processes_start_with_default_signals_and_stop_reaches_a_trap(store):
+    # labkit run and exec from a caller that ignores and blocks signals (conftest): neither the
+    # monitor (which ignores SIGTERM itself) nor the caller hands that on to the container.
+    run = [*CARELESS_CALLER, *LABKIT, "run", "-d", "--name", "quiet", "busybox", "sleep", "60"]
+    assert subprocess.run(run, capture_output=True, timeout=60, check=False).returncode == 0
+    with open(f"/proc/{manager.get('quiet').pid}/status") as f:
+        assert signal_fields(f.read()) == NO_SIGNALS  # PID 1, seen from the host
+    exec_grep = ["exec", "quiet", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+    out = subprocess.run(
+        [*CARELESS_CALLER, *LABKIT, *exec_grep], capture_output=True, text=True, timeout=60
+    )
+    assert signal_fields(out.stdout) == NO_SIGNALS, out.stderr
+    assert labkit("rm", "-f", "quiet").returncode == 0
+    # A PID 1 that traps SIGTERM gets it from stop, and exits as its trap says (not 137 after
+    # SIGKILL at the end of the 30 s).
+    trap = 'trap "exit 3" TERM; sleep 60 & wait'
+    run = [*CARELESS_CALLER, *LABKIT, "run", "-d", "--name", "trapper", "busybox", "sh", "-c", trap]
+    assert subprocess.run(run, capture_output=True, timeout=60, check=False).returncode == 0
+    assert wait_until(lambda: "sleep" in str(manager.top("trapper")["Processes"]), 10)
+    assert labkit("stop", "-t", "30", "trapper").returncode == 0
+    assert manager.get("trapper").state()["ExitCode"] == 3
+    assert labkit("rm", "trapper").returncode == 0
     nothing_made()
 
 
