@@ -30,6 +30,7 @@ import os
 import random
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -616,6 +617,10 @@ class StatusPipe:
         except (TimeoutError, EOFError):
             return None
 
+    def ready(self, timeout: float) -> bool:
+        """Whether a message (or the end of file) waits, after at most *timeout* s."""
+        return bool(select.select([self.fd], [], [], timeout)[0])
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -917,7 +922,14 @@ class Attach:
     def output(self) -> Iterator[LogEntry]:
         """The output from now on (with logs: from the start) until the container stops."""
         c = self.container
-        for entry in logs_mod.read(c.log_path, self._offset, _follower(c)):
+        pipe = c._exit_pipe
+        if pipe is not None and pipe.fd >= 0:
+            # We started it: the monitor's "exited" on the pipe says the log is complete.
+            more = lambda: pipe.fd >= 0 and not pipe.ready(0.01)  # noqa: E731
+            entries = logs_mod.read(c.log_path, self._offset, more, poll=0)
+        else:
+            entries = logs_mod.read(c.log_path, self._offset, _follower(c))
+        for entry in entries:
             if entry.stream in self.streams:
                 yield entry
 
