@@ -20,6 +20,7 @@ from ..errors import BadInput, LabkitError
 from . import dockerconfig, manager
 
 LABKIT_FAILED = 125  # Docker's: the daemon (here: labkit) could not do it
+NAMES = ("run", "ps", "exec", "logs", "stop", "rm", "inspect")  # the commands, in Docker's words
 
 
 def _fail(message: object, status: int) -> int:
@@ -298,7 +299,7 @@ def add_commands(sub) -> None:
     try:
         _add_commands(sub)
     finally:
-        for name in ("run", "ps", "exec", "logs", "stop", "rm", "inspect"):
+        for name in NAMES:
             if name in sub.choices:
                 _usage_errors_are_dockers(sub.choices[name])
 
