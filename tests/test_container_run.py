@@ -7,15 +7,19 @@ lower everywhere) with the busybox image built offline in its store; the teardow
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -214,6 +218,57 @@ def test_stdin_with_i_and_a_terminal_with_t(store):
     out = labkit("run", "--rm", "-t", "busybox", "sh", "-c", "tty; exit 4", text=False)
     assert out.returncode == 4 and out.stdout.startswith(b"/dev/pts/")
     assert out.stdout.endswith(b"\r\n")  # the terminal's line discipline turned \n into \r\n
+    nothing_made()
+
+
+def through_a_pty(args: list[str], rows: int, columns: int, keys: bytes = b"") -> tuple[int, bytes]:
+    """Run labkit with a pty of ours (of that size) as its terminal; its exit status and what
+    it showed there. *keys* are typed on that terminal once labkit has made it raw."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    try:
+        proc = subprocess.Popen([*LABKIT, *args], stdin=slave, stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + 60
+    try:
+        if keys:  # once labkit has made its terminal raw (the pair shares one termios)
+            assert wait_until(lambda: not termios.tcgetattr(master)[3] & termios.ICANON, 30)
+            os.write(master, keys)
+        while time.monotonic() < deadline:  # until EIO: labkit, the last slave, has exited
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+        return proc.wait(timeout=30), shown
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_exec_t_gives_the_process_a_terminal_of_the_containers_own(store):
+    c = manager.start(manager.create({"Image": "busybox", "Cmd": ["sleep", "60"]}))
+    # A controlling terminal (tty names it; /dev/tty opens) of the container's own devpts, of
+    # our terminal's size from its first moment, and its exit code through.
+    probe = "tty; stty size; test -t 0 && echo terminal; : < /dev/tty && echo controlling; exit 3"
+    code, shown = through_a_pty(["exec", "-t", c.id, "sh", "-c", probe], 33, 77)
+    assert code == 3, shown
+    assert shown.split(b"\r\n")[:4] == [b"/dev/pts/0", b"33 77", b"terminal", b"controlling"]
+    # -i -t: what we type reaches the process through its terminal (echoed by the line
+    # discipline, as a terminal does), and ^D ends its input.
+    code, shown = through_a_pty(["exec", "-i", "-t", c.id, "sh", "-c", "cat; echo end"], 24, 80,
+                                b"typed\n\x04")  # fmt: skip
+    assert code == 0 and b"typed\r\ntyped\r\n" in shown and b"end" in shown, shown
+    # Without -t the process has no terminal, as before.
+    assert labkit("exec", c.id, "sh", "-c", "test -t 0 || echo none").stdout == "none\n"
+    manager.remove(c, force=True)
     nothing_made()
 
 

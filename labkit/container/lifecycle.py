@@ -462,28 +462,40 @@ EXEC_SKIP = (
 )
 
 
-def exec_in(c: Container, spec: Spec, d: Path, stdin=None, stdout=None, stderr=None) -> int:
+def exec_in(
+    c: Container,
+    spec: Spec,
+    d: Path,
+    stdin=None,
+    stdout=None,
+    stderr=None,
+    console_socket: str | os.PathLike | None = None,
+) -> int:
     """Start *spec*'s process in container *c* (``runc exec``); return its PID.
 
     The init joins c's cgroups before anything else, then the namespaces *spec* names by path
     (/proc/PID/ns/...), and runs the process steps (rlimits, no_new_privs, seccomp, capability
     sets, user, cwd). *d* is a scratch directory for the exec FIFO, removed again. The process
     is a grandchild of the caller, reparented on the way: the caller should be a subreaper to
-    wait for it.
+    wait for it. With *console_socket* (``runc exec --console-socket``), the process gets a
+    pty of the container's devpts as its terminal, and the master goes to that socket.
     """
     check(spec)
     groups = [c.cgroup] if c.cgroup is not None else []
     if c.record.get("devices_cgroup"):
         path = Path(c.record["devices_cgroup"])
         groups.append(devices.DeviceCgroup(path.name.removeprefix("labkit-"), path.parent))
+    console = _connect_console(console_socket) if console_socket is not None else None
     d.mkdir()
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
         _proc, pid = _start_init(
-            spec, d, groups, EXEC_SKIP, None, stdin, stdout, stderr, {"join_cgroup": 0.0}
+            spec, d, groups, EXEC_SKIP, console, stdin, stdout, stderr, {"join_cgroup": 0.0}
         )
     finally:
         shutil.rmtree(d, ignore_errors=True)
+        if console is not None:
+            console.close()  # the init has its own copy
     return pid
 
 

@@ -1107,9 +1107,18 @@ def exec_inspect(exec_id: str) -> dict:
 
 
 def exec_start(
-    exec_id: str, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
+    exec_id: str,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    console_socket: str | None = None,
+    console_size: tuple[int, int] | None = None,
 ) -> None:
     """Run the exec'd process with these file descriptors as its 0, 1, 2; return once it runs.
+
+    With *console_socket* (the path of a listening unix socket) its stdio is instead a new pty
+    of the container's own devpts, its controlling terminal, of *console_size* (rows,
+    columns); the master is sent to the socket.
 
     It joins every namespace and the cgroup of the container, with the container's capability
     sets, seccomp filter and no_new_privs (more with privileged), as ``runc exec`` does. A small
@@ -1126,7 +1135,13 @@ def exec_start(
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         pipe = _start_monitor(
-            {"mode": "exec", "dir": str(c.dir), "exec_id": exec_id},
+            {
+                "mode": "exec",
+                "dir": str(c.dir),
+                "exec_id": exec_id,
+                "console": console_socket,
+                "console_size": console_size,
+            },
             stdin=null if stdin is None else stdin,
             stdout=null if stdout is None else stdout,
             stderr=null if stderr is None else stderr,

@@ -43,6 +43,7 @@ from labkit import sys as ksys
 from labkit.channel import Channel
 from labkit.container import dockerconfig, lifecycle, manager
 from labkit.container.logs import Writer, now
+from labkit.container.spec import ConsoleSize
 from labkit.errors import LabkitError
 
 # What the starter reads on the status pipe (channel.py's frames), in order.
@@ -443,7 +444,9 @@ def exec_spec(c: manager.Container, rc: lifecycle.Container, record: dict):
     return spec
 
 
-def run_exec(record_dir: str, exec_id: str, channel: Channel) -> None:
+def run_exec(
+    record_dir: str, exec_id: str, channel: Channel, console: str | None, console_size
+) -> None:
     c = manager.load_record(Path(record_dir))
     path = c.dir / "execs" / f"{exec_id}.json"
     record = json.loads(path.read_text())
@@ -451,7 +454,11 @@ def run_exec(record_dir: str, exec_id: str, channel: Channel) -> None:
     _become_monitor(c.dir, new_session=False)
     try:
         rc = lifecycle.get(c.runtime_id)
-        pid = lifecycle.exec_in(rc, exec_spec(c, rc, record), path.with_suffix(""))
+        spec = exec_spec(c, rc, record)
+        if console is not None:  # a pty of the container's own, made by its init
+            spec.process.terminal = True
+            spec.process.console_size = ConsoleSize(*console_size) if console_size else None
+        pid = lifecycle.exec_in(rc, spec, path.with_suffix(""), console_socket=console)
     except BaseException as e:  # noqa: BLE001
         step = getattr(e, "step", None)
         code = 127 if step == "find_executable" else 126
@@ -489,5 +496,11 @@ def main(channel: Channel, fds: list[int]) -> None:
     if request["mode"] == "container":
         run_container(request["dir"], channel)
     elif request["mode"] == "exec":
-        run_exec(request["dir"], request["exec_id"], channel)
+        run_exec(
+            request["dir"],
+            request["exec_id"],
+            channel,
+            request.get("console"),
+            request.get("console_size"),
+        )
     os._exit(0)
