@@ -12,8 +12,9 @@ sends a request over a unix socket, and the server forks:
     -----------------------------------------------------------------------------------------
     socketpair(), start the server        -->   PR_SET_PDEATHSIG; import the init code
                                           <--   "ready"
-    request: the entry ("namespaces" or   -->   clone(CLONE_PARENT): the child is the
-    "container"), the umask, and fds by         owner's child, not the server's
+    request: the entry ("namespaces",     -->   clone(CLONE_PARENT): the child is the
+    "container", "monitor"), the umask,         owner's child, not the server's
+    the import path, and fds by
     SCM_RIGHTS: stdin, stdout, stderr, the
     cwd, the status and control pipes,    <--   the child's PID
     and any extra (the exec FIFO, ...)
