@@ -187,13 +187,7 @@ def create(
     from .spec import resource_limits
 
     limits = resource_limits(spec)
-    base = containers_root(root)
-    base.mkdir(parents=True, exist_ok=True)
-    d = base / container_id
-    try:
-        d.mkdir()
-    except FileExistsError:
-        raise ContainerError("container with given ID already exists") from None
+    d = _make_state_dir(containers_root(root) / container_id)
     cgroup = device_cgroup = proc = image_root = console = None
     pid = None
     times: dict[str, float] = {}  # seconds each set-up step took, for the lessons' plot
@@ -237,6 +231,20 @@ def create(
         if console is not None:
             console.close()  # the init has its own copy
     return Container(container_id, d, record)
+
+
+def _make_state_dir(d: Path) -> Path:
+    """The container's state directory, made below the root (made too if need be)."""
+    for _ in range(100):
+        d.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            raise ContainerError("container with given ID already exists") from None
+        except FileNotFoundError:
+            continue  # the last other container's remove took the root away meanwhile: again
+    raise ContainerError(f"cannot make {d}: its parent keeps disappearing.")
 
 
 def _connect_console(path: str | os.PathLike) -> socket.socket:
