@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 
-from . import course
 from . import sys as ksys
 from .errors import LabkitError
 
@@ -388,9 +387,14 @@ def _add_kind_flags(parser: argparse.ArgumentParser, verb: str) -> None:
         parser.add_argument(f"--{kind}", action="store_true", help=f"{verb} a {kind} namespace")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="area", required=True, metavar="COMMAND")
+    from .container import commands  # run, ps, exec, logs, stop, rm, inspect: Docker's words
+
+    if command in commands.NAMES:  # `labkit run ...` needs only its own (and starts sooner)
+        commands.add_commands(sub)
+        return parser
 
     p = sub.add_parser("doctor", help="check that this host can run every lesson")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
@@ -457,9 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_commands(sub)
     _add_net_commands(sub)
     _add_cgroup_commands(sub)
-    course.add_commands(sub)
-    from .container import commands  # run, ps, exec, logs, stop, rm, inspect: Docker's words
+    from . import course
 
+    course.add_commands(sub)
     commands.add_commands(sub)
     from .engine import cli as engine_cli
 
@@ -469,7 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:  # the `labkit` command (not a call from Python): one thread, short-lived
+        from . import forkserver
+
+        forkserver.fork_in_this_process()  # so it forks its children itself, no fork server
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(words[0] if words else None).parse_args(argv)
     if getattr(args, "command", None) and args.command[0] == "--":
         args.command = args.command[1:]
     try:

@@ -12,8 +12,9 @@ sends a request over a unix socket, and the server forks:
     -----------------------------------------------------------------------------------------
     socketpair(), start the server        -->   PR_SET_PDEATHSIG; import the init code
                                           <--   "ready"
-    request: the entry ("namespaces" or   -->   clone(CLONE_PARENT): the child is the
-    "container"), the umask, and fds by         owner's child, not the server's
+    request: the entry ("namespaces",     -->   clone(CLONE_PARENT): the child is the
+    "container", "monitor"), the umask,         owner's child, not the server's
+    the import path, and fds by
     SCM_RIGHTS: stdin, stdout, stderr, the
     cwd, the status and control pipes,    <--   the child's PID
     and any extra (the exec FIFO, ...)
@@ -64,9 +65,18 @@ from labkit.state import state_dir
 _SERVER = os.path.abspath(__file__)
 SERVER_NAME = "labkit-forksrv"  # the server's /proc/PID/comm (at most 15 bytes)
 # What a child can run, and its /proc/PID/comm until it execs (how ps and cleanup tell them).
-ENTRIES = {"namespaces": "labkit-ns-init", "container": "labkit-ctr-init"}
+ENTRIES = {
+    "namespaces": "labkit-ns-init",
+    "container": "labkit-ctr-init",
+    "monitor": "labkit-monitor",
+}
 # Each entry's module, named rather than imported: the launcher sits below the runtime it starts.
-MODULES = {"namespaces": "labkit._init", "container": "labkit.container.init"}
+MODULES = {
+    "namespaces": "labkit._init",
+    "container": "labkit.container.init",
+    "monitor": "labkit.container.monitor",  # a container's monitor (it does not exec)
+}
+INITS = ("namespaces", "container")  # imported as the server starts: the init children's code
 STDIO, CWD = 3, 1  # a request's fds start with stdin, stdout, stderr, then the cwd
 FIRST_PIPE = 3  # in the child: the status pipe, then the control pipe, then any extra fds
 MAX_FDS = 16
@@ -92,9 +102,9 @@ def serve(sock_fd: int, owner: int) -> None:
     # for the owner to decide. The server's only way out is its owner's end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-    # The entries, imported once, here: every child forked from now on has them loaded.
-    for module in MODULES.values():
-        importlib.import_module(module)
+    # The init entries, imported once, here: every child forked from now on has them loaded.
+    for entry in INITS:
+        _entry(entry)
 
     sock = socket.socket(fileno=sock_fd)
     sock.send(b"ready")
@@ -125,6 +135,7 @@ def _clone(data: bytes, fds: list[int], flags: int) -> int:
     if len(fds) < STDIO + CWD + 2:
         raise ValueError("a request passes stdio, the cwd and the two pipes")
     _preload(request.get("preload", []))
+    _entry(request["entry"])  # imported here, once (a monitor's code: at the first request)
     pid = ksys.clone_parent()
     if pid == 0:
         _run_child(request, fds)  # never returns
@@ -152,6 +163,7 @@ def _run_child(request: dict, fds: list[int]) -> None:
         stdio, cwd, pipes = fds[:STDIO], fds[STDIO], fds[STDIO + CWD :]
         os.fchdir(cwd)  # the owner's working directory, as a fork of the owner would have
         os.umask(request["umask"])
+        sys.path[:] = request["path"]  # the owner's: a monitor imports pyroute2 if it needs it
         _place_fds(stdio, pipes)
         _reset_signals()
         _set_comm(ENTRIES[request["entry"]])
@@ -273,7 +285,12 @@ class ForkServer:
         self, entry: str, stdio: Sequence[int], pipes: Sequence[int], preload: Sequence[str] = ()
     ) -> int:
         """Ask the server for a child running *entry*; it gets *stdio* and *pipes* only."""
-        request = {"entry": entry, "umask": _umask(), "preload": [_where(m) for m in preload]}
+        request = {
+            "entry": entry,
+            "umask": _umask(),
+            "path": sys.path,
+            "preload": [_where(m) for m in preload],
+        }
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             with self.lock:
@@ -389,16 +406,17 @@ _fork_here = False
 def fork_in_this_process() -> None:
     """Let this process fork its init children itself while it has a single thread.
 
-    For a command-line program that makes one container and exits (labkit-runtime): starting
-    a server, a second interpreter, would cost more than it saves. The child does what a
-    server's child does; a process that has started threads uses the server all the same.
+    For a command-line program that makes one container and exits (``labkit``,
+    ``labkit-runtime``) and for a container's monitor: starting a server, a second
+    interpreter, would cost more than it saves. The child does what a server's child does; a
+    process that has started threads uses the server all the same.
     """
     global _fork_here
     _fork_here = True
 
 
 def _fork_in_this_process(entry: str, fds: list[int]) -> int:
-    request = {"entry": entry, "umask": _umask()}
+    request = {"entry": entry, "umask": _umask(), "path": sys.path}
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         pid = os.fork()
@@ -478,7 +496,7 @@ class Child(subprocess.Popen):
 def launch(
     entry: str, extra_fds: Sequence[int] = (), preload: Sequence[str] = (), **popen_options
 ) -> tuple[Child, Parent]:
-    """Start an init child running *entry* ("namespaces" or "container"); the one launcher.
+    """Start a child running *entry* ("namespaces", "container" or "monitor"); the one launcher.
 
     The child gets stdin, stdout and stderr as ``subprocess.Popen`` would (*popen_options*),
     the status and control pipes, and *extra_fds* (in the child: 5, 6, ...), and nothing else.
@@ -522,8 +540,8 @@ def processes() -> list[tuple[int, str]]:
         except OSError:
             continue  # the process has exited meanwhile
         # python -I -S .../labkit/forkserver.py SOCKET_FD OWNER_PID STATE_DIR
-        if len(args) >= 7 and [args[3], args[6]] == wanted:
-            found.append((int(entry.name), comm))
+        if len(args) >= 7 and [args[3], args[6]] == wanted and comm != ENTRIES["monitor"]:
+            found.append((int(entry.name), comm))  # (monitors are the manager's to find)
     return found
 
 

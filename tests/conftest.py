@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -104,3 +105,23 @@ def process_state(pid: int) -> str:
 def dead(pid: int) -> bool:
     """Gone, or a zombie waiting for its parent to reap it."""
     return process_state(pid) in ("Z", "gone")
+
+
+# A caller as a careless parent leaves it: SIGTERM, SIGINT, SIGQUIT, SIGHUP and SIGUSR1 ignored,
+# SIGUSR2 and SIGALRM blocked. Ignored and blocked signals survive fork and exec: a runtime must
+# not hand them on to the container's process (prefix a command with this).
+CARELESS_CALLER = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys\n"
+    "for s in ('TERM', 'INT', 'QUIT', 'HUP', 'USR1'):\n"
+    "    signal.signal(getattr(signal, 'SIG' + s), signal.SIG_IGN)\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2, signal.SIGALRM])\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+]
+NO_SIGNALS = ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"]  # grep's order
+
+
+def signal_fields(text: str) -> list[str]:
+    """The SigBlk and SigIgn lines of a /proc/PID/status."""
+    return [line for line in text.splitlines() if line.startswith(("SigBlk:", "SigIgn:"))]

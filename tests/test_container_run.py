@@ -7,15 +7,19 @@ lower everywhere) with the busybox image built offline in its store; the teardow
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
+import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -24,7 +28,7 @@ import pytest
 from labkit import cleanup, images, network
 from labkit.container import capabilities, lifecycle, manager
 
-from .conftest import dead, http_get_in, wait_until
+from .conftest import CARELESS_CALLER, NO_SIGNALS, dead, http_get_in, signal_fields, wait_until
 
 LABKIT = [sys.executable, "-m", "labkit.cli"]
 
@@ -111,6 +115,31 @@ def test_detached_then_ps_logs_follow_stop_rm(store):
     nothing_made()
 
 
+def test_the_containers_processes_start_with_default_signals_and_stop_reaches_a_trap(store):
+    # labkit run and exec from a caller that ignores and blocks signals (conftest): neither the
+    # monitor (which ignores SIGTERM itself) nor the caller hands that on to the container.
+    run = [*CARELESS_CALLER, *LABKIT, "run", "-d", "--name", "quiet", "busybox", "sleep", "60"]
+    assert subprocess.run(run, capture_output=True, timeout=60, check=False).returncode == 0
+    with open(f"/proc/{manager.get('quiet').pid}/status") as f:
+        assert signal_fields(f.read()) == NO_SIGNALS  # PID 1, seen from the host
+    exec_grep = ["exec", "quiet", "grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"]
+    out = subprocess.run(
+        [*CARELESS_CALLER, *LABKIT, *exec_grep], capture_output=True, text=True, timeout=60
+    )
+    assert signal_fields(out.stdout) == NO_SIGNALS, out.stderr
+    assert labkit("rm", "-f", "quiet").returncode == 0
+    # A PID 1 that traps SIGTERM gets it from stop, and exits as its trap says (not 137 after
+    # SIGKILL at the end of the 30 s).
+    trap = 'trap "exit 3" TERM; sleep 60 & wait'
+    run = [*CARELESS_CALLER, *LABKIT, "run", "-d", "--name", "trapper", "busybox", "sh", "-c", trap]
+    assert subprocess.run(run, capture_output=True, timeout=60, check=False).returncode == 0
+    assert wait_until(lambda: "sleep" in str(manager.top("trapper")["Processes"]), 10)
+    assert labkit("stop", "-t", "30", "trapper").returncode == 0
+    assert manager.get("trapper").state()["ExitCode"] == 3
+    assert labkit("rm", "trapper").returncode == 0
+    nothing_made()
+
+
 def test_rm_of_a_running_container_needs_force(store):
     labkit("run", "-d", "--name", "busy", "busybox", "sleep", "60")
     out = labkit("rm", "busy")
@@ -192,6 +221,57 @@ def test_stdin_with_i_and_a_terminal_with_t(store):
     out = labkit("run", "--rm", "-t", "busybox", "sh", "-c", "tty; exit 4", text=False)
     assert out.returncode == 4 and out.stdout.startswith(b"/dev/pts/")
     assert out.stdout.endswith(b"\r\n")  # the terminal's line discipline turned \n into \r\n
+    nothing_made()
+
+
+def through_a_pty(args: list[str], rows: int, columns: int, keys: bytes = b"") -> tuple[int, bytes]:
+    """Run labkit with a pty of ours (of that size) as its terminal; its exit status and what
+    it showed there. *keys* are typed on that terminal once labkit has made it raw."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    try:
+        proc = subprocess.Popen([*LABKIT, *args], stdin=slave, stdout=slave, stderr=slave)
+    finally:
+        os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + 60
+    try:
+        if keys:  # once labkit has made its terminal raw (the pair shares one termios)
+            assert wait_until(lambda: not termios.tcgetattr(master)[3] & termios.ICANON, 30)
+            os.write(master, keys)
+        while time.monotonic() < deadline:  # until EIO: labkit, the last slave, has exited
+            if select.select([master], [], [], 1)[0]:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+        return proc.wait(timeout=30), shown
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_exec_t_gives_the_process_a_terminal_of_the_containers_own(store):
+    c = manager.start(manager.create({"Image": "busybox", "Cmd": ["sleep", "60"]}))
+    # A controlling terminal (tty names it; /dev/tty opens) of the container's own devpts, of
+    # our terminal's size from its first moment, and its exit code through.
+    probe = "tty; stty size; test -t 0 && echo terminal; : < /dev/tty && echo controlling; exit 3"
+    code, shown = through_a_pty(["exec", "-t", c.id, "sh", "-c", probe], 33, 77)
+    assert code == 3, shown
+    assert shown.split(b"\r\n")[:4] == [b"/dev/pts/0", b"33 77", b"terminal", b"controlling"]
+    # -i -t: what we type reaches the process through its terminal (echoed by the line
+    # discipline, as a terminal does), and ^D ends its input.
+    code, shown = through_a_pty(["exec", "-i", "-t", c.id, "sh", "-c", "cat; echo end"], 24, 80,
+                                b"typed\n\x04")  # fmt: skip
+    assert code == 0 and b"typed\r\ntyped\r\n" in shown and b"end" in shown, shown
+    # Without -t the process has no terminal, as before.
+    assert labkit("exec", c.id, "sh", "-c", "test -t 0 || echo none").stdout == "none\n"
+    manager.remove(c, force=True)
     nothing_made()
 
 

@@ -20,6 +20,7 @@ from ..errors import BadInput, LabkitError
 from . import dockerconfig, manager
 
 LABKIT_FAILED = 125  # Docker's: the daemon (here: labkit) could not do it
+NAMES = ("run", "ps", "exec", "logs", "stop", "rm", "inspect")  # the commands, in Docker's words
 
 
 def _fail(message: object, status: int) -> int:
@@ -233,12 +234,95 @@ def _cmd_exec(args: argparse.Namespace) -> int:
             privileged=args.privileged,
             stdin=args.interactive,
         )
+        if args.tty:
+            return _exec_on_a_pty(exec_id, args.interactive)
         manager.exec_start(exec_id, 0 if args.interactive else None, 1, 2)
     except manager.StartError as e:
         return _fail(e, e.exit_code)
     except (LabkitError, OSError) as e:
         return _fail(e, 1 if isinstance(e, manager.NotFound) else LABKIT_FAILED)
     return manager.exec_wait(exec_id)
+
+
+def _exec_on_a_pty(exec_id: str, interactive: bool) -> int:
+    """exec -t: the process gets a pty of the container's own; we copy between it and ours.
+
+    As with runc's --console-socket, the container's init opens the pty inside the container
+    (the slave becomes its controlling terminal) and sends us the master over a unix socket.
+    Our own terminal goes raw, so keys (Ctrl-C too) reach the container's pty as typed.
+    """
+    import socket
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="labkit-exec-") as private:  # only root reaches it
+        path = os.path.join(private, "console.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as listener:
+            listener.bind(path)
+            listener.listen(1)
+            manager.exec_start(exec_id, console_socket=path, console_size=_window_size())
+            conn, _ = listener.accept()
+            with conn:
+                _name, fds, _flags, _addr = socket.recv_fds(conn, 1024, 1)
+    master = fds[0]
+    restore = _raw_terminal() if os.isatty(0) else None
+    try:
+        signal.signal(signal.SIGWINCH, lambda _s, _f: _copy_window_size(master))
+        _relay(master, interactive)
+    finally:
+        if restore:
+            restore()
+        os.close(master)
+    return manager.exec_wait(exec_id)
+
+
+def _window_size() -> tuple[int, int] | None:
+    """Our terminal's (rows, columns), if stdin is one."""
+    try:
+        size = os.get_terminal_size(0)
+    except OSError:
+        return None
+    return size.lines, size.columns
+
+
+def _copy_window_size(master: int) -> None:
+    """Our terminal's size onto the container's pty (TIOCSWINSZ), when we have a terminal."""
+    import fcntl
+    import termios
+
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))
+
+
+def _relay(master: int, interactive: bool) -> None:
+    """Copy the pty's output to our stdout (and, -i, our stdin to it) until it is closed."""
+    import select
+
+    inputs = [master, 0] if interactive else [master]
+    while True:
+        try:
+            ready = select.select(inputs, [], [])[0]
+        except InterruptedError:
+            continue  # (a SIGWINCH)
+        if 0 in ready:
+            data = os.read(0, 65536)
+            if data:
+                _write_all(master, data)
+            else:
+                inputs.remove(0)  # our end of input; on a terminal, ^D is a key like the others
+        if master in ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the last slave closed, the process has gone
+                data = b""
+            if not data:
+                return
+            with contextlib.suppress(BrokenPipeError):
+                _write_all(1, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -298,7 +382,7 @@ def add_commands(sub) -> None:
     try:
         _add_commands(sub)
     finally:
-        for name in ("run", "ps", "exec", "logs", "stop", "rm", "inspect"):
+        for name in NAMES:
             if name in sub.choices:
                 _usage_errors_are_dockers(sub.choices[name])
 

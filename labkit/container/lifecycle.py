@@ -187,13 +187,7 @@ def create(
     from .spec import resource_limits
 
     limits = resource_limits(spec)
-    base = containers_root(root)
-    base.mkdir(parents=True, exist_ok=True)
-    d = base / container_id
-    try:
-        d.mkdir()
-    except FileExistsError:
-        raise ContainerError("container with given ID already exists") from None
+    d = _make_state_dir(containers_root(root) / container_id)
     cgroup = device_cgroup = proc = image_root = console = None
     pid = None
     times: dict[str, float] = {}  # seconds each set-up step took, for the lessons' plot
@@ -237,6 +231,20 @@ def create(
         if console is not None:
             console.close()  # the init has its own copy
     return Container(container_id, d, record)
+
+
+def _make_state_dir(d: Path) -> Path:
+    """The container's state directory, made below the root (made too if need be)."""
+    for _ in range(100):
+        d.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            raise ContainerError("container with given ID already exists") from None
+        except FileNotFoundError:
+            continue  # the last other container's remove took the root away meanwhile: again
+    raise ContainerError(f"cannot make {d}: its parent keeps disappearing.")
 
 
 def _connect_console(path: str | os.PathLike) -> socket.socket:
@@ -462,28 +470,40 @@ EXEC_SKIP = (
 )
 
 
-def exec_in(c: Container, spec: Spec, d: Path, stdin=None, stdout=None, stderr=None) -> int:
+def exec_in(
+    c: Container,
+    spec: Spec,
+    d: Path,
+    stdin=None,
+    stdout=None,
+    stderr=None,
+    console_socket: str | os.PathLike | None = None,
+) -> int:
     """Start *spec*'s process in container *c* (``runc exec``); return its PID.
 
     The init joins c's cgroups before anything else, then the namespaces *spec* names by path
     (/proc/PID/ns/...), and runs the process steps (rlimits, no_new_privs, seccomp, capability
     sets, user, cwd). *d* is a scratch directory for the exec FIFO, removed again. The process
     is a grandchild of the caller, reparented on the way: the caller should be a subreaper to
-    wait for it.
+    wait for it. With *console_socket* (``runc exec --console-socket``), the process gets a
+    pty of the container's devpts as its terminal, and the master goes to that socket.
     """
     check(spec)
     groups = [c.cgroup] if c.cgroup is not None else []
     if c.record.get("devices_cgroup"):
         path = Path(c.record["devices_cgroup"])
         groups.append(devices.DeviceCgroup(path.name.removeprefix("labkit-"), path.parent))
+    console = _connect_console(console_socket) if console_socket is not None else None
     d.mkdir()
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
         _proc, pid = _start_init(
-            spec, d, groups, EXEC_SKIP, None, stdin, stdout, stderr, {"join_cgroup": 0.0}
+            spec, d, groups, EXEC_SKIP, console, stdin, stdout, stderr, {"join_cgroup": 0.0}
         )
     finally:
         shutil.rmtree(d, ignore_errors=True)
+        if console is not None:
+            console.close()  # the init has its own copy
     return pid
 
 

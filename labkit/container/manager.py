@@ -35,12 +35,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import channel, forkserver
 from ..errors import BadInput, LabkitError, require_root
 from ..proc import stat as proc_stat
 from ..state import state_dir
@@ -77,7 +77,6 @@ __all__ = [
     "wait",
 ]
 
-MONITOR = Path(__file__).with_name("monitor.py")
 START_TIMEOUT = lifecycle.SETUP_TIMEOUT + 30.0
 BRIDGE = "lkbr0"  # the lab's default bridge, as docker0 is Docker's
 
@@ -559,22 +558,8 @@ def start(ref: str | Container) -> Container:
     status = c.status
     if status == "running":
         return c
-    status_r, status_w = os.pipe()
-    try:
-        with open(c.dir / "monitor.err", "ab") as err:  # the monitor's own errors, if any
-            monitor = subprocess.Popen(
-                [sys.executable, "-I", str(MONITOR), "container", str(c.dir), str(status_w)],
-                pass_fds=(status_w,),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                start_new_session=True,
-                close_fds=True,
-            )
-    finally:
-        os.close(status_w)
-    monitor.wait()  # the first half forks the monitor proper and exits at once
-    status = StatusPipe(status_r)
+    with open(c.dir / "monitor.err", "ab") as err:  # the monitor's own errors, if any
+        status = _start_monitor({"mode": "container", "dir": str(c.dir)}, stderr=err)
     message = status.read(START_TIMEOUT)
     if message is None:
         status.close()
@@ -583,9 +568,9 @@ def start(ref: str | Container) -> Container:
             "the container's monitor ended before the container started"
             + (f": {err[-1]}" if err else ".")
         )
-    if "error" in message:
+    if message["event"] != "running":
         status.close()
-        raise StartError(message["error"], message.get("step"), message.get("exit_code", 125))
+        raise StartError(*_monitor_error(message))
     try:
         c = get(c)  # the record as the monitor wrote it: running
     except NotFound:
@@ -594,26 +579,47 @@ def start(ref: str | Container) -> Container:
     return c
 
 
+def _start_monitor(request: dict, **stdio) -> StatusPipe:
+    """Start a monitor (monitor.py) for *request*; the pipe it reports on.
+
+    No new interpreter: forkserver.launch forks this process if it is a single-threaded
+    command, or has the fork server clone one. The monitor forks once more, and the first
+    half exits at once, so the monitor proper is nobody's child.
+    """
+    stdio = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, **stdio}
+    first_half, pipes = forkserver.launch("monitor", **stdio)
+    try:
+        pipes.send(request)
+    finally:
+        os.close(pipes.control)
+        first_half.wait()
+    return StatusPipe(pipes.status)
+
+
+def _monitor_error(message: dict, code: int = 125) -> tuple[str, str | None, int]:
+    """A monitor's "error" (or, failing before its own code ran, the launcher's)."""
+    text = message.get("error") or message.get("message") or "the monitor failed"
+    return text, message.get("step"), message.get("exit_code", code)
+
+
 class StatusPipe:
-    """The read end of a monitor's status pipe: one JSON message per line."""
+    """The read end of a monitor's status pipe: one message (channel.py's frames) at a time."""
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.buffer = b""
 
     def read(self, timeout: float) -> dict | None:
         """The next message (None at end of file or after *timeout* s)."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buffer:
-            left = deadline - time.monotonic()
-            if self.fd < 0 or left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                return None
-            chunk = os.read(self.fd, 4096)
-            if not chunk:
-                return None
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return json.loads(line)
+        if self.fd < 0:
+            return None
+        try:
+            return channel.read_message(self.fd, time.monotonic() + timeout)
+        except (TimeoutError, EOFError):
+            return None
+
+    def ready(self, timeout: float) -> bool:
+        """Whether a message (or the end of file) waits, after at most *timeout* s."""
+        return bool(select.select([self.fd], [], [], timeout)[0])
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -677,12 +683,13 @@ def wait(
     if pipe is not None:
         left = 1e9 if deadline is None else max(0.0, deadline - time.monotonic())
         message = pipe.read(left)
-        if message is not None and "exited" in message:
+        if message is not None and message["event"] == "exited":
+            if condition == "removed":  # the monitor removes it, then exits: end of file
+                pipe.read(1e9 if deadline is None else max(0.0, deadline - time.monotonic()))
+                _poll(lambda: not (ref.dir / "config.json").exists(), deadline)
             pipe.close()
             ref._exit_pipe = None
-            if condition == "removed":
-                _poll(lambda: not (ref.dir / "config.json").exists(), deadline)
-            return {"StatusCode": message["exited"], "Error": None}
+            return {"StatusCode": message["exit_code"], "Error": None}
     c = get(ref)
     seen_running = False
     while True:
@@ -838,10 +845,18 @@ def check_ports_free(host_config: dict) -> None:
 
 def release_network(c: Container) -> None:
     """Delete the container's published ports and its network namespace (the veth goes with it)."""
+    try:
+        ports = dockerconfig.port_bindings(c.host_config)
+    except BadInput:
+        ports = []
+    # /run/netns: where `ip netns` (and labkit.network) keep named namespaces. Without one and
+    # without ports nothing was made (--network none), and pyroute2 need not even be imported.
+    if not ports and not os.path.exists(f"/run/netns/{c.netns}"):
+        return
     from .. import network
 
     with contextlib.suppress(LabkitError, OSError):
-        for host_port, _port, proto in dockerconfig.port_bindings(c.host_config):
+        for host_port, _port, proto in ports:
             network.unpublish(BRIDGE, host_port, proto)
     if os.path.exists(network.netns_path(c.netns)):
         with contextlib.suppress(LabkitError, OSError):
@@ -907,7 +922,14 @@ class Attach:
     def output(self) -> Iterator[LogEntry]:
         """The output from now on (with logs: from the start) until the container stops."""
         c = self.container
-        for entry in logs_mod.read(c.log_path, self._offset, _follower(c)):
+        pipe = c._exit_pipe
+        if pipe is not None and pipe.fd >= 0:
+            # We started it: the monitor's "exited" on the pipe says the log is complete.
+            more = lambda: pipe.fd >= 0 and not pipe.ready(0.01)  # noqa: E731
+            entries = logs_mod.read(c.log_path, self._offset, more, poll=0)
+        else:
+            entries = logs_mod.read(c.log_path, self._offset, _follower(c))
+        for entry in entries:
             if entry.stream in self.streams:
                 yield entry
 
@@ -1085,9 +1107,18 @@ def exec_inspect(exec_id: str) -> dict:
 
 
 def exec_start(
-    exec_id: str, stdin: int | None = None, stdout: int | None = None, stderr: int | None = None
+    exec_id: str,
+    stdin: int | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    console_socket: str | None = None,
+    console_size: tuple[int, int] | None = None,
 ) -> None:
     """Run the exec'd process with these file descriptors as its 0, 1, 2; return once it runs.
+
+    With *console_socket* (the path of a listening unix socket) its stdio is instead a new pty
+    of the container's own devpts, its controlling terminal, of *console_size* (rows,
+    columns); the master is sent to the socket.
 
     It joins every namespace and the cgroup of the container, with the container's capability
     sets, seccomp filter and no_new_privs (more with privileged), as ``runc exec`` does. A small
@@ -1101,29 +1132,28 @@ def exec_start(
         raise Conflict(f"exec {exec_id[:12]} has already run.")
     c = get(record["ContainerID"])
     _require_running(c)
-    status_r, status_w = os.pipe()
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", str(MONITOR), "exec", str(c.dir), exec_id, str(status_w)],
-            pass_fds=(status_w,),
+        pipe = _start_monitor(
+            {
+                "mode": "exec",
+                "dir": str(c.dir),
+                "exec_id": exec_id,
+                "console": console_socket,
+                "console_size": console_size,
+            },
             stdin=null if stdin is None else stdin,
             stdout=null if stdout is None else stdout,
             stderr=null if stderr is None else stderr,
-            start_new_session=False,
-            close_fds=True,
         )
     finally:
-        os.close(status_w)
         os.close(null)
-    proc.wait()
-    pipe = StatusPipe(status_r)
     message = pipe.read(START_TIMEOUT)
     pipe.close()
     if message is None:
         raise StartError("the exec monitor ended before the process started.")
-    if "error" in message:
-        raise StartError(message["error"], message.get("step"), message.get("exit_code", 126))
+    if message["event"] != "running":
+        raise StartError(*_monitor_error(message, 126))
 
 
 def exec_wait(exec_id: str, timeout: float | None = None) -> int:
@@ -1142,20 +1172,27 @@ def exec_wait(exec_id: str, timeout: float | None = None) -> int:
 
 
 def _monitor_processes() -> list[int]:
-    """PIDs of this state directory's monitors (container and exec), found in /proc."""
+    """PIDs of this state directory's monitors (container and exec), found in /proc.
+
+    A monitor is a fork, with its starter's command line: it is known by its name and by its
+    working directory, the record directory of its container (even once that is removed).
+    """
     found = []
-    wanted = str(MONITOR).encode()
-    base = str(records_dir()).encode() + b"/"
+    base = str(records_dir()) + "/"
+    own_pid_ns = os.readlink("/proc/self/ns/pid")
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
+            with open(f"/proc/{entry.name}/comm") as f:
+                if f.read().strip() != forkserver.ENTRIES["monitor"]:
+                    continue
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            # (A container's process by the same name is in another PID namespace.)
+            ours = os.readlink(f"/proc/{entry.name}/ns/pid") == own_pid_ns
         except OSError:
-            continue
-        # python -I .../container/monitor.py MODE RECORD_DIR ...
-        if len(args) >= 5 and args[2] == wanted and args[4].startswith(base):
+            continue  # exited meanwhile
+        if ours and cwd.startswith(base):
             found.append(int(entry.name))
     return found
 

@@ -1,7 +1,11 @@
 """A container's monitor: the small process that owns one running container (like conmon).
 
-``manager.start`` runs this file; it forks once more and the first half exits, so the monitor
-is nobody's child and lives on when the process that started it dies. Then it:
+``manager.start`` has ``forkserver.launch`` start it: a fork of the caller when that is a
+single-threaded command (``labkit run``), else a clone by the fork server; either way no new
+interpreter. It forks once more and the first half exits, so the monitor is nobody's child and
+lives on when the process that started it dies. Its name (``/proc/PID/comm``) is
+``labkit-monitor`` and its working directory is the container's record directory: that is how
+``labkit cleanup`` finds it. Then it:
 
 1. asks the kernel to make it a *child subreaper* (PR_SET_CHILD_SUBREAPER): the container's
    PID 1, whose own parent (the runtime's init) exits, is reparented to the monitor, which can
@@ -14,23 +18,18 @@ is nobody's child and lives on when the process that started it dies. Then it:
    the runtime container and the network, records ExitCode, FinishedAt and OOMKilled, reports
    the exit on the status pipe, and (with AutoRemove) removes the container entirely.
 
-``monitor.py exec DIR EXEC_ID FD`` does the same for one ``exec``'d process: it joins the
-container's namespaces and cgroup, and the monitor waits for it and records its exit code.
+Asked for mode "exec", it does the same for one ``exec``'d process: it joins the container's
+namespaces and cgroup, and the monitor waits for it and records its exit code.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-if __name__ == "__main__":
-    # Run as a script: make the package importable from the tree this file is in.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import contextlib
 import errno
 import fcntl
+import gc
 import json
+import os
 import select
 import signal
 import socket
@@ -39,21 +38,30 @@ import termios
 import time
 from pathlib import Path
 
+from labkit import forkserver
 from labkit import sys as ksys
+from labkit.channel import Channel
 from labkit.container import dockerconfig, lifecycle, manager
 from labkit.container.logs import Writer, now
+from labkit.container.spec import ConsoleSize
 from labkit.errors import LabkitError
 
-
-def _report(fd: int | None, message: dict) -> None:
-    if fd is None:
-        return
-    with contextlib.suppress(OSError):
-        os.write(fd, json.dumps(message).encode() + b"\n")
+# What the starter reads on the status pipe (channel.py's frames), in order.
+RUNNING = "running"  # pid: the container's PID 1 runs
+EXITED = "exited"  # exit_code, oom: it has exited (and, with AutoRemove, is being removed)
+ERROR = "error"  # error, step, exit_code: it could not start
 
 
-def _become_monitor() -> None:
+def _report(channel: Channel, event: str, **data) -> None:
+    with contextlib.suppress(OSError):  # the starter may have gone: we go on without it
+        channel.send(event, **data)
+
+
+def _become_monitor(record_dir: Path, new_session: bool) -> None:
     """Fork away from the starter, and be the subreaper of what we start."""
+    os.chdir(record_dir)  # how cleanup finds us (with our name): /proc/PID/cwd
+    if new_session:
+        os.setsid()  # no terminal's signals reach the container's monitor
     if os.fork():
         os._exit(0)
     ksys.prctl(ksys.PR_SET_CHILD_SUBREAPER, 1)
@@ -66,6 +74,9 @@ def _exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.waitstatus_to_exitcode(status)
+
+
+KILLED = {"error": "the monitor was interrupted", "step": None, "exit_code": 125}
 
 
 def _start_error(c: manager.Container, e: Exception) -> dict:
@@ -90,11 +101,11 @@ def _start_error(c: manager.Container, e: Exception) -> dict:
 
 def set_up_network(c: manager.Container) -> dict:
     """A network namespace on the lab bridge with published ports, as Docker's bridge driver."""
-    from labkit import network
-
     mode = c.host_config.get("NetworkMode") or "none"
     if mode == "none":
         return {}
+    from labkit import network  # pyroute2 takes longer to import than a container to start
+
     br = manager.bridge()
     with manager.records_lock():  # one at a time: each takes the next free address and port
         manager.check_ports_free(c.host_config)
@@ -181,9 +192,9 @@ def subprocess_devnull() -> int:
     return subprocess.DEVNULL
 
 
-def run_container(record_dir: str, status_fd: int) -> None:
+def run_container(record_dir: str, channel: Channel) -> None:
     c = manager.load_record(Path(record_dir))
-    _become_monitor()
+    _become_monitor(c.dir, new_session=True)
     streams = None
     try:
         state = {"Status": "created", "MonitorPid": os.getpid()}
@@ -210,7 +221,7 @@ def run_container(record_dir: str, status_fd: int) -> None:
         manager.release_network(c)
         with contextlib.suppress(OSError):
             os.unlink(c.dir / "state.json")
-        _report(status_fd, _start_error(c, e) if isinstance(e, Exception) else {"error": "killed"})
+        _report(channel, ERROR, **(_start_error(c, e) if isinstance(e, Exception) else KILLED))
         os._exit(1)
     state.update(
         Status="running",
@@ -221,7 +232,7 @@ def run_container(record_dir: str, status_fd: int) -> None:
         NetworkSettings=net,
     )
     manager.write_json(c.dir / "state.json", state)
-    _report(status_fd, {"running": rc.pid})
+    _report(channel, RUNNING, pid=rc.pid)
     try:
         status = serve(c, rc, streams, listener)
     except Exception:  # noqa: BLE001  a broken monitor must not leave the container unwatched
@@ -230,7 +241,7 @@ def run_container(record_dir: str, status_fd: int) -> None:
         traceback.print_exc()  # to monitor.err
         lifecycle.kill_process(rc.pid)
         _, status = os.waitpid(rc.pid, 0)
-    finish(c, rc, state, status, status_fd)
+    finish(c, rc, state, status, channel)
 
 
 def _listen(c: manager.Container) -> socket.socket:
@@ -377,7 +388,7 @@ def _request(conn, clients, feeders, streams: Streams, pending) -> None:
     conn.close()
 
 
-def finish(c: manager.Container, rc, state: dict, status: int, status_fd: int) -> None:
+def finish(c: manager.Container, rc, state: dict, status: int, channel: Channel) -> None:
     """Record the exit, take the runtime container and network down, report, maybe remove."""
     oom = False
     with contextlib.suppress(LabkitError, OSError, AttributeError):
@@ -396,7 +407,7 @@ def finish(c: manager.Container, rc, state: dict, status: int, status_fd: int) -
         MonitorPid=None,
     )
     manager.write_json(c.dir / "state.json", state)
-    _report(status_fd, {"exited": code, "oom": oom})
+    _report(channel, EXITED, exit_code=code, oom=oom)
     if c.host_config.get("AutoRemove"):
         manager.write_tombstone(c, state)
         manager.remove_record(c)
@@ -433,18 +444,25 @@ def exec_spec(c: manager.Container, rc: lifecycle.Container, record: dict):
     return spec
 
 
-def run_exec(record_dir: str, exec_id: str, status_fd: int) -> None:
+def run_exec(
+    record_dir: str, exec_id: str, channel: Channel, console: str | None, console_size
+) -> None:
     c = manager.load_record(Path(record_dir))
     path = c.dir / "execs" / f"{exec_id}.json"
     record = json.loads(path.read_text())
-    _become_monitor()
+    # The caller's session: its terminal's Ctrl-C reaches the exec'd process, as before.
+    _become_monitor(c.dir, new_session=False)
     try:
         rc = lifecycle.get(c.runtime_id)
-        pid = lifecycle.exec_in(rc, exec_spec(c, rc, record), path.with_suffix(""))
+        spec = exec_spec(c, rc, record)
+        if console is not None:  # a pty of the container's own, made by its init
+            spec.process.terminal = True
+            spec.process.console_size = ConsoleSize(*console_size) if console_size else None
+        pid = lifecycle.exec_in(rc, spec, path.with_suffix(""), console_socket=console)
     except BaseException as e:  # noqa: BLE001
         step = getattr(e, "step", None)
         code = 127 if step == "find_executable" else 126
-        _report(status_fd, {"error": str(e), "step": step, "exit_code": code})
+        _report(channel, ERROR, error=str(e), step=step, exit_code=code)
         record.update(ExitCode=code)
         manager.write_json(path, record)
         os._exit(1)
@@ -458,22 +476,31 @@ def run_exec(record_dir: str, exec_id: str, status_fd: int) -> None:
         MonitorStart=manager.proc_start_time(os.getpid()),
     )
     manager.write_json(path, record)
-    _report(status_fd, {"running": pid})
-    os.close(status_fd)
+    _report(channel, RUNNING, pid=pid)
+    os.close(channel.status)
     _, status = os.waitpid(pid, 0)
     record.update(Running=False, ExitCode=_exit_code(status), Pid=pid)
     with contextlib.suppress(OSError):
         manager.write_json(path, record)
 
 
-def main(argv: list[str]) -> None:
-    mode = argv[0]
-    if mode == "container":
-        run_container(argv[1], int(argv[2]))
-    elif mode == "exec":
-        run_exec(argv[1], argv[2], int(argv[3]))
+def main(channel: Channel, fds: list[int]) -> None:
+    """The monitor's entry (forkserver.launch): the request comes on the control pipe."""
+    # Whatever the starter left in memory stays uncollected here: a file object of its,
+    # finalized by our garbage collector, would close a descriptor number we have reused.
+    gc.freeze()
+    # We are single-threaded: fork the container's init ourselves, no fork server needed.
+    forkserver.fork_in_this_process()
+    request = channel.receive()
+    os.close(channel.control)
+    if request["mode"] == "container":
+        run_container(request["dir"], channel)
+    elif request["mode"] == "exec":
+        run_exec(
+            request["dir"],
+            request["exec_id"],
+            channel,
+            request.get("console"),
+            request.get("console_size"),
+        )
     os._exit(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

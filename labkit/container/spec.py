@@ -69,12 +69,19 @@ class Rlimit:
 
 
 @dataclass
+class ConsoleSize:
+    height: int
+    width: int
+
+
+@dataclass
 class Process:
     args: list[str]
     env: list[str] = field(default_factory=lambda: [DEFAULT_PATH])
     cwd: str = "/"
     user: User = field(default_factory=User)
     terminal: bool = False
+    console_size: ConsoleSize | None = None  # the terminal's rows and columns, set before exec
     capabilities: Capabilities | None = field(default_factory=Capabilities)
     no_new_privileges: bool = False
     rlimits: list[Rlimit] = field(default_factory=list)
@@ -467,6 +474,9 @@ def check(spec: Spec) -> None:
             )
         if not 0 <= rl.soft <= rl.hard:
             raise SpecError(f"process.rlimits[{i}]", "needs 0 <= soft <= hard.")
+    size = p.console_size
+    if size is not None and not (0 <= size.height < 65536 and 0 <= size.width < 65536):
+        raise SpecError("process.consoleSize", "height and width must be from 0 to 65535.")
     if p.oom_score_adj is not None and not -1000 <= p.oom_score_adj <= 1000:
         raise SpecError("process.oomScoreAdj", "must be between -1000 and 1000.")
     for i, m in enumerate(spec.mounts):

@@ -20,6 +20,7 @@ import resource
 import signal
 import socket
 import stat
+import struct
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -431,6 +432,9 @@ def set_up_console(s: Setup) -> None:
     if s.console_fd is None:
         return
     master, slave = os.openpty()  # /dev/ptmx is the link to /dev/pts/ptmx made above
+    size = s.spec.process.console_size
+    if size is not None:  # before the process runs, so its first look finds the right size
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
     with socket.socket(fileno=s.console_fd) as console:
         socket.send_fds(console, [os.ttyname(slave).encode()], [master])
     os.close(master)
