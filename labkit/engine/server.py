@@ -289,7 +289,8 @@ class Handler(BaseHTTPRequestHandler):
             request.drain()
         except api.ClientGone:
             self.close_connection = True
-            self._logged(499, " (the client went away)")
+            if not self._streaming:  # a stream's head is logged already; its end follows
+                self._logged(499, " (the client went away)")
         except (LabkitError, OSError) as e:
             self._fail(request, status_of(e) if isinstance(e, LabkitError) else 500, str(e))
         except Exception as e:  # noqa: BLE001  a bug in the engine: say so, keep serving
@@ -490,6 +491,7 @@ def serve(
         if record is not None:
             with contextlib.suppress(OSError):
                 record.unlink()
+                record.parent.rmdir()  # the last engine out
         try:
             os.unlink(path)
         except FileNotFoundError:
