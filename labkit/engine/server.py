@@ -109,7 +109,8 @@ def _alive(pid: int, start: int | None = None) -> bool:
 
 
 def leftovers() -> list[str]:
-    return [f"engine: PID {pid} serving unix://{path}" for pid, path in running()]
+    # Without the PID: an engine restarted on the same socket is the same leftover.
+    return [f"engine: serving unix://{path}" for _pid, path in running()]
 
 
 def remove_leftovers(timeout: float = 10.0) -> None:
