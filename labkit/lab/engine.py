@@ -173,7 +173,7 @@ class Engine:
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
 
-    def requests_since(self, mark: int, settle: float = 2.0) -> list[Logged]:
+    def requests_since(self, mark: int, settle: float = 5.0) -> list[Logged]:
         """The requests logged after line *mark* (``mark = len(engine.log_lines())``), once
         each stream's end is logged too (the engine logs it after the client has its answer)."""
         deadline = time.monotonic() + settle
