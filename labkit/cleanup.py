@@ -32,7 +32,10 @@ def _stages():
 
     # Monitors first (so none reacts to its container's end), then the containers: their
     # processes hold namespaces, cgroups and mounts the others remove.
-    stages = [("container monitors", manager.leftovers, manager.remove_leftovers)]
+    from .engine import server as engine  # an engine first: it would start containers anew
+
+    stages = [("engines", engine.leftovers, engine.remove_leftovers)]
+    stages.append(("container monitors", manager.leftovers, manager.remove_leftovers))
     stages.append(("containers", lifecycle.leftovers, lifecycle.remove_leftovers))
     stages.append(("runc containers", _runc_leftovers, _remove_runc_containers))
     stages.append(("processes and namespaces", namespaces.leftovers, namespaces.remove_leftovers))

@@ -692,13 +692,16 @@ def wait(
             return {"StatusCode": message["exit_code"], "Error": None}
     c = get(ref)
     seen_running = False
+    first_start = None
     while True:
         state = c.state() if (c.dir / "config.json").exists() else None
         if state is None:  # removed: AutoRemove left the exit in a tombstone
             gone = _read_json(_tombstone(c.id)) or {}
             return {"StatusCode": gone.get("ExitCode", 0), "Error": None}
         running = state["Status"] == "running"
-        seen_running = seen_running or running
+        first_start = first_start or state["StartedAt"]
+        # A run shorter than one poll is seen by its new StartedAt, not as "running".
+        seen_running = seen_running or running or state["StartedAt"] != first_start
         if condition == "not-running" and not running:
             return {"StatusCode": state["ExitCode"], "Error": None}
         if condition == "next-exit" and seen_running and not running:

@@ -230,6 +230,7 @@ def run_container(record_dir: str, channel: Channel) -> None:
         PidStart=manager.proc_start_time(rc.pid),
         StartedAt=now(),
         NetworkSettings=net,
+        StepTimes=rc.record.get("step_times", {}),  # the runtime's set-up, for lesson 50
     )
     manager.write_json(c.dir / "state.json", state)
     _report(channel, RUNNING, pid=rc.pid)

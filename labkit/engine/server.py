@@ -10,10 +10,12 @@ requests behind a ``docker run`` can be watched.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import socketserver
@@ -26,7 +28,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .. import __version__
+from .. import __version__, proc
 from ..errors import BadInput, LabkitError
 from ..state import state_dir
 from . import api
@@ -69,6 +71,65 @@ def default_socket() -> Path:
     return state_dir() / "engine.sock"
 
 
+# --- the engines that run: a record each, so `labkit cleanup` can find and stop them ------------
+
+
+def _records() -> Path:
+    return state_dir() / "engines"
+
+
+def _record_self(path: Path) -> Path:
+    """Write ``engines/PID.json`` (the socket, and the start time that tells this PID from a
+    later process given the same number)."""
+    record = _records() / f"{os.getpid()}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    started = proc.stat(os.getpid())
+    record.write_text(json.dumps({"socket": str(path), "start": started and started[1]}))
+    return record
+
+
+def running() -> list[tuple[int, str]]:
+    """(PID, socket) of each engine that runs with this state directory."""
+    found = []
+    for record in sorted(_records().glob("*.json")) if _records().is_dir() else []:
+        try:
+            data = json.loads(record.read_text())
+            pid = int(record.stem)
+        except (OSError, ValueError):
+            continue
+        if _alive(pid, data.get("start")):
+            found.append((pid, str(data.get("socket"))))
+    return found
+
+
+def _alive(pid: int, start: int | None = None) -> bool:
+    """Running (not a zombie its parent has yet to reap), and the same process as recorded."""
+    seen = proc.stat(pid)
+    return seen is not None and seen[0] != "Z" and (start is None or seen[1] == start)
+
+
+def leftovers() -> list[str]:
+    # Without the PID: an engine restarted on the same socket is the same leftover.
+    return [f"engine: serving unix://{path}" for _pid, path in running()]
+
+
+def remove_leftovers(timeout: float = 10.0) -> None:
+    """Stop every engine of this state directory: SIGTERM (it removes its socket), then SIGKILL."""
+    engines = running()
+    proc.signal_each([pid for pid, _ in engines], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid, _ in engines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid, path in engines:
+        if _alive(pid):
+            proc.signal_each([pid], signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)  # a killed engine could not remove its socket
+    if _records().is_dir():
+        shutil.rmtree(_records(), ignore_errors=True)
+
+
 class Log:
     """The request log: one line per request, on stdout, flushed at once."""
 
@@ -77,7 +138,8 @@ class Log:
         self.lock = threading.Lock()
 
     def line(self, text: str) -> None:
-        stamp = time.strftime("%H:%M:%S", time.localtime())
+        now = time.time()  # to the millisecond: lesson 50 lines requests up against each other
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
         with self.lock:
             try:
                 self.out.write(f"{stamp} {text}\n")
@@ -228,7 +290,8 @@ class Handler(BaseHTTPRequestHandler):
             request.drain()
         except api.ClientGone:
             self.close_connection = True
-            self._logged(499, " (the client went away)")
+            if not self._streaming:  # a stream's head is logged already; its end follows
+                self._logged(499, " (the client went away)")
         except (LabkitError, OSError) as e:
             self._fail(request, status_of(e) if isinstance(e, LabkitError) else 500, str(e))
         except Exception as e:  # noqa: BLE001  a bug in the engine: say so, keep serving
@@ -402,6 +465,7 @@ def serve(
     log = Log(out)
     path = Path(socket_path) if socket_path else default_socket()
     servers = [unix_server(path, group, log)]
+    record = None
     try:
         if tcp:
             servers.append(tcp_server(tcp, log))
@@ -418,12 +482,17 @@ def serve(
             f"labkit engine {__version__}: API {API_VERSION} on unix://{path} ({mode}); "
             f"DOCKER_HOST=unix://{path}"
         )
+        record = _record_self(path)
         servers[0].serve_forever()
     except SystemExit:
         pass
     finally:
         for s in servers:
             s.server_close()
+        if record is not None:
+            with contextlib.suppress(OSError):
+                record.unlink()
+                record.parent.rmdir()  # the last engine out
         try:
             os.unlink(path)
         except FileNotFoundError:
