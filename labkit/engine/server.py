@@ -220,9 +220,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(length))
         if self.close_connection:
             self.send_header("Connection", "close")
+        # Logged before the head leaves (end_headers sends it: wfile is unbuffered): a client
+        # that waits for it (docker run sends wait only after attach's 101) then never has its
+        # next request logged first.
+        self._logged(status, " (streaming)" if chunked else "")
         self.end_headers()
         self.wfile.flush()
-        self._logged(status, " (streaming)" if chunked else "")
         self._streaming = chunked
 
     def send_upgrade(self, content_type: str) -> None:
@@ -234,9 +237,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Connection", "Upgrade")
         self.send_header("Upgrade", "tcp")
+        self._logged(101, " (hijacked)")  # before it leaves, as in send_head
         self.end_headers()
         self.wfile.flush()
-        self._logged(101, " (hijacked)")
         self._streaming = True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None):
