@@ -13,7 +13,7 @@ the few host paths dockerd creates on its own (/etc/docker/key.json, /run/docker
 /run/containerd) when they were not there before, and the directory.
 
     with PrivateDockerd() as dockerd:
-        dockerd.docker("run", "--rm", "busybox", "true")
+        dockerd.docker("run", *UNCONFINED, "--rm", "busybox", "true")
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+# labkit's containers run with no AppArmor profile, so dockerd's run with none either (like for
+# like). On a kernel with AppArmor but no apparmor_parser (Debian's kernel without the apparmor
+# package) dockerd would refuse to run any container: it could not load its docker-default.
+UNCONFINED = ("--security-opt", "apparmor=unconfined")
 
 # docker.io: Debian installs dockerd in /usr/sbin, Ubuntu in /usr/bin; it starts containerd.
 DOCKERD = next((p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.path.exists(p)), None)

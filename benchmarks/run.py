@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.dockerd import DOCKER, start_or_why
+from benchmarks.dockerd import DOCKER, UNCONFINED, start_or_why
 from benchmarks.timing import report, side_by_side
 from labkit import images
 from labkit.container import manager
 
-RUN = ["run", "--rm", "--network", "none", "busybox", "true"]
+RUN = ["run", *UNCONFINED, "--rm", "--network", "none", "busybox", "true"]
 
 
 def host_docker() -> bool:

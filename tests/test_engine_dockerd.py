@@ -15,7 +15,7 @@ import tarfile
 
 import pytest
 
-from benchmarks.dockerd import PrivateDockerd, unavailable
+from benchmarks.dockerd import UNCONFINED, PrivateDockerd, unavailable
 from labkit import images, rootfs
 from labkit.container import manager
 
@@ -117,7 +117,9 @@ def test_an_image_labkit_saves_loads_into_dockerd_as_dockerd_expects(engine, doc
         assert (theirs["Config"][key] or None) == written.get(key), key
     assert (theirs["Os"], theirs["Architecture"]) == (ours["Os"], ours["Architecture"])
     # dockerd unpacked labkit's layer into a root it can run.
-    ran = dockerd.docker("run", "--rm", "--network", "none", "busybox:latest", "echo", "hi")
+    ran = dockerd.docker(
+        "run", *UNCONFINED, "--rm", "--network", "none", "busybox:latest", "echo", "hi"
+    )
     assert ran.stdout == "hi\n"
     dockerd.docker("rmi", "busybox:latest")
     engine.docker("rmi", "busybox:latest", check=True)
