@@ -9,11 +9,9 @@ never a stand-in.
 
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,21 +22,9 @@ from pathlib import Path
 import pytest
 
 from labkit import cleanup, images
+from labkit.lab.engine import UnixHTTPConnection  # the API by hand, as lesson 50 shows it
 
 DOCKER = "/usr/bin/docker"  # Debian's docker.io: the client CI has
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a unix socket: the API by hand, as lesson 50 shows it."""
-
-    def __init__(self, path: str, timeout: float = 30) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
 
 
 @dataclass
