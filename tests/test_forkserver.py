@@ -200,10 +200,16 @@ def test_cleanup_stops_the_server_and_leaves_nothing(state_dir):
 def test_a_single_threaded_program_forks_its_children_itself(state_dir):
     # labkit-runtime's way: one container, no second interpreter; the child is the same.
     code = (
-        "import os; from labkit import forkserver, namespaces\n"
+        "import os, time; from labkit import forkserver, namespaces\n"
         "forkserver.fork_in_this_process()\n"
         "with namespaces.spawn(['sleep', '30'], ['uts'], stdin=-3) as p:\n"
-        "    print(sorted(os.listdir(f'/proc/{p.pid}/fd')), forkserver.server().pid, flush=True)\n"
+        # (as sleep starts, its loader and locale have a file open for a moment)
+        "    for _ in range(100):\n"
+        "        fds = sorted(os.listdir(f'/proc/{p.pid}/fd'))\n"
+        "        if fds == ['0', '1', '2']:\n"
+        "            break\n"
+        "        time.sleep(0.05)\n"
+        "    print(fds, forkserver.server().pid, flush=True)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
