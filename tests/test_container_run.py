@@ -215,6 +215,71 @@ def test_the_docker_options_reach_the_container(store):
     nothing_made()
 
 
+ETC_PROBE = (
+    "for f in hosts hostname resolv.conf; do cat /etc/$f; echo ==; done; "
+    "grep ' /etc/' /proc/self/mountinfo; echo x >> /etc/hosts 2>/dev/null || echo read-only"
+)
+
+
+def _logged(name: str, until: str, seconds: float = 30) -> str:
+    """The container's output so far, waited for (at most *seconds*) until it holds *until*."""
+    text = ""
+    deadline = time.monotonic() + seconds
+    while until not in text and time.monotonic() < deadline:
+        text = labkit("logs", name).stdout
+        time.sleep(0.1)
+    return text
+
+
+def test_hosts_hostname_and_resolv_conf_are_the_containers_own_as_dockers(store):
+    from labkit.container import etcfiles
+
+    out = labkit("run", "-d", "--name", "named", "--hostname", "box", "--network", "bridge",
+                 "busybox", "sh", "-c", ETC_PROBE + "; echo done; sleep 60")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    c = manager.get("named")
+    text = _logged("named", "done\n")
+    hosts, hostname, resolv, rest = text.split("==\n")
+    address = c.inspect()["NetworkSettings"]["IPAddress"]
+    assert ipaddress.ip_address(address) in network.bridge(manager.BRIDGE).subnet
+    assert hosts == etcfiles.hosts("box", address) and hosts.endswith(f"{address}\tbox\n")
+    assert hostname == "box\n"
+    # The host's, less the name servers a container cannot reach (never one added instead).
+    assert resolv == etcfiles.resolv_conf(etcfiles.host_resolv_conf())
+    # Each is a bind of the container's own file in its record, not a file of its layers.
+    mounts = rest.splitlines()[:-1]
+    roots = [line.split()[3] for line in mounts]
+    assert [line.split()[4] for line in mounts] == [
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/etc/hosts",
+    ]
+    assert [r.rsplit("/", 2)[1:] for r in roots] == [[c.id, n] for n in etcfiles.FILES]
+    inspected = c.inspect()
+    assert inspected["HostsPath"] == str(c.dir / "hosts")
+    assert Path(inspected["ResolvConfPath"]).read_text() == resolv
+    assert (c.dir / "hosts").read_text() == hosts + "x\n"  # the probe's write landed there
+    upper = Path(c.record["GraphDriver"]["UpperDir"])
+    assert [p for p in (upper / "etc").glob("*") if p.stat().st_size] == []  # mount points only
+    assert labkit("rm", "-f", "named").returncode == 0
+    assert not c.dir.exists()  # the files went with the container
+    nothing_made()
+
+
+def test_with_network_none_and_a_read_only_root_the_files_are_read_only(store):
+    from labkit.container import etcfiles
+
+    out = labkit("run", "--rm", "--read-only", "busybox", "sh", "-c", ETC_PROBE)
+    assert out.returncode == 0, out.stderr
+    hosts, hostname, _resolv, rest = out.stdout.split("==\n")
+    assert hosts == etcfiles.hosts(hostname.strip())  # localhost only, as Docker's
+    assert len(hostname.strip()) == 12  # the short id
+    mounts = rest.splitlines()
+    assert mounts[-1] == "read-only"
+    assert [line.split()[5].split(",")[0] for line in mounts[:-1]] == ["ro", "ro", "ro"]
+    nothing_made()
+
+
 def test_stdin_with_i_and_a_terminal_with_t(store):
     out = labkit("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input="hello\n")
     assert (out.returncode, out.stdout) == (0, "hello\ndone\n")

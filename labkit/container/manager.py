@@ -293,9 +293,9 @@ class Container:
             "Args": args[1:],
             "State": self.state(),
             "Image": self.record["Image"],
-            "ResolvConfPath": "",
-            "HostnamePath": "",
-            "HostsPath": "",
+            "ResolvConfPath": str(self.dir / "resolv.conf"),  # written by the monitor
+            "HostnamePath": str(self.dir / "hostname"),
+            "HostsPath": str(self.dir / "hosts"),
             "LogPath": str(self.log_path),
             "Name": self.name,
             "RestartCount": self.record.get("RestartCount", 0),

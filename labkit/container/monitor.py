@@ -41,7 +41,7 @@ from pathlib import Path
 from labkit import forkserver
 from labkit import sys as ksys
 from labkit.channel import Channel
-from labkit.container import dockerconfig, lifecycle, manager
+from labkit.container import dockerconfig, etcfiles, lifecycle, manager
 from labkit.container.logs import Writer, now
 from labkit.container.spec import ConsoleSize
 from labkit.errors import LabkitError
@@ -120,6 +120,16 @@ def set_up_network(c: manager.Container) -> dict:
         "Gateway": str(br.gateway),
         "Bridge": br.ifname,
     }
+
+
+def _add_etc_files(c: manager.Container, spec, address: str | None) -> None:
+    """Docker's /etc/resolv.conf, hostname and hosts, bind-mounted after the volumes (a volume
+    given for one of them wins, as in Docker)."""
+    taken = {m.destination.rstrip("/") for m in spec.mounts}
+    readonly = bool(c.host_config.get("ReadonlyRootfs"))
+    for m in etcfiles.write(c.dir, spec.hostname, address, readonly):
+        if m.destination not in taken:
+            spec.mounts.append(m)
 
 
 # --- the container --------------------------------------------------------------------------------
@@ -208,6 +218,7 @@ def run_container(record_dir: str, channel: Channel) -> None:
             hostname=c.short_id,
             netns=c.netns if net else None,
         )
+        _add_etc_files(c, spec, net.get("IPAddress"))
         streams = Streams(c)
         listener = _listen(c)
         with contextlib.suppress(lifecycle.NotFound):
