@@ -280,6 +280,45 @@ def test_with_network_none_and_a_read_only_root_the_files_are_read_only(store):
     nothing_made()
 
 
+PRIVILEGE_PROBE = (
+    "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status; "
+    # /proc/kcore where the kernel has one (this VM's has not), and a masked file every one has
+    "for f in /proc/kcore /proc/timer_list; do [ -e $f ] && stat -c 'masked? %n %F' $f; done; "
+    "grep -E ' /(sys|proc/[a-z_]+) ' /proc/self/mountinfo | cut -d' ' -f5,6; "
+    "stat -c 'loop-control %F %t:%T' /dev/loop-control; "
+    ": < /dev/loop-control && echo loop-control opened"  # opened for reading only, then closed
+)
+
+
+def test_privileged_has_every_capability_no_seccomp_no_masks_and_the_hosts_devices(store):
+    if not os.path.exists("/dev/loop-control"):
+        pytest.skip("this host has no /dev/loop-control to look for (modprobe loop)")
+    with open("/proc/self/status") as f:
+        ours = dict(line.rstrip("\n").split(":\t", 1) for line in f if line.startswith("Cap"))
+    out = labkit("run", "--rm", "--privileged", "busybox", "sh", "-c", PRIVILEGE_PROBE)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for name in ("CapPrm", "CapEff", "CapBnd"):  # all we have (this host lacks SYS_RESOURCE)
+        assert f"{name}:\t{ours['CapBnd']}" in lines
+    assert "Seccomp:\t0" in lines and "NoNewPrivs:\t0" in lines
+    masked = [line for line in lines if line.startswith("masked? ")]
+    assert masked and all(" regular " in line for line in masked)  # no /dev/null over them
+    assert [line for line in lines if line.startswith("/proc/")] == []  # nothing masked or ro
+    assert "/sys rw,nosuid,nodev,noexec,relatime" in lines
+    rdev = os.stat("/dev/loop-control").st_rdev
+    major, minor = f"{os.major(rdev):x}", f"{os.minor(rdev):x}"
+    assert f"loop-control character special file {major}:{minor}" in lines
+    assert lines[-1] == "loop-control opened"  # the device cgroup lets it through
+    # Without --privileged: Docker's defaults, and none of that.
+    out = labkit("run", "--rm", "busybox", "sh", "-c", PRIVILEGE_PROBE)
+    assert "Seccomp:\t2" in out.stdout and "CapEff:\t00000000a80425fb" in out.stdout
+    assert "masked? /proc/timer_list character special file" in out.stdout  # /dev/null
+    assert "/proc/sys ro,nosuid,nodev,noexec,relatime" in out.stdout
+    assert "/sys ro,nosuid,nodev,noexec,relatime" in out.stdout
+    assert "can't stat '/dev/loop-control'" in out.stderr
+    nothing_made()
+
+
 def test_stdin_with_i_and_a_terminal_with_t(store):
     out = labkit("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input="hello\n")
     assert (out.returncode, out.stdout) == (0, "hello\ndone\n")

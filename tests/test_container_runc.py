@@ -206,6 +206,47 @@ def test_a_node_for_the_hosts_disk_cannot_be_opened_under_both(runc, bundle, tmp
     assert answers[1][1].splitlines() == ["made", "head: /dev/disk: Operation not permitted"]
 
 
+PRIVILEGED_PROBE = r"""
+exec 2>&1
+grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status
+for f in $(find /dev -path /dev/pts -prune -o -print | sort); do
+  stat -c 'dev %n %F %a %u:%g %t:%T' "$f"
+done
+: < /dev/loop-control && echo loop-control opened
+echo mountinfo
+cat /proc/self/mountinfo
+"""
+
+
+def test_the_spec_of_labkit_run_privileged_runs_the_same_under_runc(
+    runc, bundle, tmp_path, state_dir
+):
+    # What `labkit run --privileged` asks of the runtime (every capability we have, no seccomp,
+    # nothing masked or read-only, /sys writable, the host's devices all allowed), run by both.
+    # The probe only lists the devices and opens one for reading: it never writes to one.
+    if not os.path.exists("/dev/loop-control"):
+        pytest.skip("this host has no /dev/loop-control to look for (modprobe loop)")
+    from labkit.container import dockerconfig
+
+    config = {"Cmd": ["sh", "-c", PRIVILEGED_PROBE], "Env": ["PATH=/bin:/sbin"]}
+    spec = dockerconfig.to_spec(
+        config, {"Privileged": True}, str(bundle / "rootfs"), hostname="priv"
+    )
+    assert spec.linux.devices and spec.linux.seccomp is None and spec.linux.masked_paths == []
+    (bundle / "config.json").write_text(spec.to_json())
+    by_runc, by_labkit = run_both(runc, bundle, tmp_path)
+    assert by_labkit == by_runc
+    assert f"CapEff:\t{capabilities.mask(capabilities.bounding()):016x}" in by_labkit
+    assert "Seccomp:\t0" in by_labkit and "loop-control opened" in by_labkit
+    rdev = os.stat("/dev/loop-control").st_rdev
+    assert any(
+        line.startswith("dev /dev/loop-control character special file ")
+        and line.endswith(f" {os.major(rdev):x}:{os.minor(rdev):x}")
+        for line in by_labkit
+    )
+    assert any(line.startswith("mount /sys rw,") for line in by_labkit)
+
+
 def syscall_program(number: int, *args: int) -> bytes:
     """A static x86_64 program that makes one system call and exits with its errno (0: success).
 

@@ -96,3 +96,16 @@ def mask(names: list[str] | tuple[str, ...]) -> int:
 def names(bits: int) -> list[str]:
     """The names of the capabilities set in *bits* (e.g. CapEff from /proc/self/status)."""
     return [name for name, number in NUMBERS.items() if bits >> number & 1]
+
+
+def bounding() -> list[str]:
+    """The names in this process's bounding set (CapBnd): the most a container of ours can get.
+
+    A host (or a container we run in) may lack some, CAP_SYS_RESOURCE say; asking capset for
+    one of them is refused, so "all capabilities" means all of these (as Docker 23+ does).
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return names(int(line.split()[1], 16))
+    return list(NUMBERS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from ..cgroups.units import parse_cpus, parse_size
 from ..errors import BadInput
@@ -22,6 +23,8 @@ from . import capabilities
 from .spec import (
     CPU,
     DEFAULT_PATH,
+    Device,
+    DeviceRule,
     Linux,
     Memory,
     Mount,
@@ -57,7 +60,7 @@ def _capability(name: str) -> str:
 def capability_set(host_config: dict) -> list[str]:
     """Docker's 14 capabilities, with CapAdd added and CapDrop taken away (ALL allowed)."""
     if host_config.get("Privileged"):
-        return sorted(capabilities.NUMBERS)
+        return capabilities.bounding()
     add = [_capability(c) for c in host_config.get("CapAdd") or []]
     drop = [_capability(c) for c in host_config.get("CapDrop") or []]
     caps = set(capabilities.DOCKER_DEFAULT)
@@ -65,9 +68,46 @@ def capability_set(host_config: dict) -> list[str]:
         caps = set()
     caps -= set(drop)
     if "ALL" in add:
-        caps = set(capabilities.NUMBERS)
+        caps = set(capabilities.bounding())
     caps |= {c for c in add if c != "ALL"}
     return sorted(caps, key=capabilities.NUMBERS.get)
+
+
+# runc's HostDevices leaves these out: other filesystems' nodes, and the host's console.
+_NOT_HOST_DEVICES = {"pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev", "console"}
+
+
+def host_devices(dev: str = "/dev", depth: int = 4) -> list[Device]:
+    """Every device node below the host's /dev, as Docker gives a privileged container.
+
+    Only character and block devices and fifos (as runc's HostDevices); symlinks are not
+    followed; each node keeps its numbers, mode and owner.
+    """
+    found = []
+    try:
+        entries = sorted(os.scandir(dev), key=lambda e: e.name)
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name in _NOT_HOST_DEVICES:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue  # gone meanwhile
+        if stat.S_ISDIR(st.st_mode) and depth > 0:
+            found += host_devices(entry.path, depth - 1)
+            continue
+        kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else None
+        if kind is None and stat.S_ISFIFO(st.st_mode):
+            kind = "p"
+        if kind is None:
+            continue
+        major, minor = (os.major(st.st_rdev), os.minor(st.st_rdev)) if kind != "p" else (0, 0)
+        found.append(
+            Device(entry.path, kind, major, minor, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        )
+    return found
 
 
 def parse_port(text: str) -> tuple[int, str]:
@@ -320,9 +360,17 @@ def to_spec(
         hostname=config.get("Hostname") or hostname,
         linux=linux,
     )
+    for m in spec.mounts:
+        if m.destination == "/proc":
+            m.options = ["nosuid", "noexec", "nodev"]  # Docker's, where `runc spec` sets none
     spec.mounts += binds(host_config)
     if privileged:
+        # Docker's --privileged: every capability (above), no seccomp filter, nothing masked
+        # or read-only, /sys and the cgroups writable, and the host's devices, all allowed.
         linux.masked_paths, linux.readonly_paths, linux.seccomp = [], [], None
+        linux.devices = host_devices()
+        linux.resources = linux.resources or Resources()
+        linux.resources.devices = [DeviceRule(True, "a", access="rwm")]
         for m in spec.mounts:
             if m.destination in ("/sys", "/sys/fs/cgroup"):
                 m.options = [o for o in m.options if o != "ro"]

@@ -354,7 +354,13 @@ def create_devices(s: Setup) -> None:
     """Device nodes in /dev: mknod where we may, else bind the host's (in a user namespace)."""
     dev = in_root(s.root, "/dev")
     os.makedirs(dev, exist_ok=True)
-    wanted = [(name, "c", major, minor, 0o666, 0, 0) for name, major, minor in DEFAULT_DEVICES]
+    # The spec's own entry for a default device (a privileged container's host devices) wins.
+    given = {d.path.removeprefix("/dev/") for d in s.spec.linux.devices}
+    wanted = [
+        (name, "c", major, minor, 0o666, 0, 0)
+        for name, major, minor in DEFAULT_DEVICES
+        if name not in given
+    ]
     wanted += [
         (
             d.path.removeprefix("/dev/"),
@@ -371,7 +377,10 @@ def create_devices(s: Setup) -> None:
     try:
         for name, kind, major, minor, mode, uid, gid in wanted:
             path = in_root(s.root, "/dev/" + name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if not os.path.isdir(os.path.dirname(path)):  # /dev/net/tun: 0755 dirs, as runc's
+                os.umask(0o022)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.umask(0)
             if s.new("user"):
                 # Inside a user namespace mknod is refused whatever our capabilities.
                 open(path, "a").close()
