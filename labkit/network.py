@@ -626,13 +626,19 @@ def nat_add(br: Bridge | str) -> Rule:
 
 
 def publish(
-    br: Bridge | str, host_port: int, address: str, port: int, proto: str = "tcp"
+    br: Bridge | str,
+    host_port: int,
+    address: str,
+    port: int,
+    proto: str = "tcp",
+    host_ip: str | None = None,
 ) -> list[Rule]:
     """Send connections to the host's *host_port* on to *address*:*port* in a namespace (DNAT).
 
     Two rules, like Docker's: prerouting for connections arriving from elsewhere (they also need
     forwarding, see nat_add), output for connections made on this host to one of its own
-    addresses; not to 127.0.0.1, which the kernel will not route out of lo.
+    addresses; not to 127.0.0.1, which the kernel will not route out of lo. With *host_ip*, only
+    connections to that one address of the host's (``docker run -p HOST_IP:HOST:CTR``).
     """
     require_root("publishing a port")
     br = bridge(br) if isinstance(br, str) else br
@@ -649,8 +655,18 @@ def publish(
     comment = f"{br.ifname}: publish {proto} {host_port} -> {ip}:{port}"
     if any(r.comment.split(" -> ")[0] == comment.split(" -> ")[0] for r in rules()):
         raise BadInput(f"{proto} port {host_port} is published already: choose another host port.")
+    # "fib daddr type local": to any address of this host's, as the kernel's routing sees it.
+    destination = "fib daddr type local"
+    if host_ip:
+        try:
+            destination = f"ip daddr {ipaddress.IPv4Address(host_ip)}"
+        except ValueError:
+            raise BadInput(
+                f"{host_ip!r} is not an IPv4 address: give one like 192.168.1.5."
+            ) from None
+        comment += f" on {host_ip}"  # after the " -> " part that unpublish and callers match
     _nft_ensure_table()
-    match = f"fib daddr type local {proto} dport {host_port}"
+    match = f"{destination} {proto} dport {host_port}"
     _nft(
         f'add rule ip {NFT_TABLE} prerouting {match} dnat to {ip}:{port} comment "{comment}"',
         f"add rule ip {NFT_TABLE} output ip daddr != 127.0.0.0/8 {match} dnat to {ip}:{port} "

@@ -414,6 +414,64 @@ def test_a_published_port_is_reached_from_another_namespace(store):
     nothing_made()
 
 
+def test_p_80_takes_a_free_host_port_and_a_host_ip_publishes_there_only(store):
+    # The client's namespace hangs on a bridge of its own; its gateway is an address of this
+    # host's, the one the second -p names. All traffic stays between this machine's namespaces.
+    client_bridge = network.bridge_add("lkclientbr")
+    network.netns_add("labkit-tclient")
+    network.connect(client_bridge, "labkit-tclient")
+    there = str(client_bridge.gateway)
+    web = "mkdir /www; echo hello from the container > /www/index.html; httpd -f -p 80 -h /www"
+    publish = ["-p", "80", "-p", f"{there}::80", "-p", "18083:53/udp"]
+    out = labkit("run", "-d", "--name", "web", "--network", "bridge", *publish, "busybox", "sh",
+                 "-c", web)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    c = manager.get("web")
+    ports = c.inspect()["NetworkSettings"]["Ports"]
+    anywhere, only_there = ports["80/tcp"]
+    assert anywhere["HostIp"] == "0.0.0.0" and only_there["HostIp"] == there
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    any_port, there_port = int(anywhere["HostPort"]), int(only_there["HostPort"])
+    assert low <= any_port <= high and low <= there_port <= high and any_port != there_port
+    assert ports["53/udp"] == [{"HostIp": "0.0.0.0", "HostPort": "18083"}]
+    assert c.inspect()["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"] == ""  # as asked
+    ps = labkit("ps").stdout
+    for shown in (
+        f"0.0.0.0:{any_port}->80/tcp",
+        f"{there}:{there_port}->80/tcp",
+        "0.0.0.0:18083->53/udp",
+    ):
+        assert shown in ps
+    assert http_get_in("labkit-tclient", there, any_port, b"hello", seconds=10).endswith(
+        b"hello from the container\n"
+    )
+    assert b"hello from the container" in http_get_in(
+        "labkit-tclient", there, there_port, b"hello", 10
+    )
+    # Another of the host's addresses (the lab bridge's): the port published on all of them
+    # answers there too, the one published on `there` does not (nothing listens on the host).
+    lab = str(network.bridge(manager.BRIDGE).gateway)
+    assert b"hello from the container" in http_get_in("labkit-tclient", lab, any_port, b"hello", 10)
+    assert http_get_in("labkit-tclient", lab, there_port, b"hello", seconds=1) == b""
+    assert len([r for r in network.rules() if "publish udp 18083 " in r.comment]) == 2
+    assert labkit("stop", "-t", "1", "web").returncode == 0
+    assert manager.get("web").inspect()["NetworkSettings"]["Ports"] == {}  # free again
+    assert not [r for r in network.rules() if "publish" in r.comment]
+    assert labkit("rm", "web").returncode == 0
+    network.netns_delete("labkit-tclient")
+    network.bridge_delete("lkclientbr")
+    nothing_made()
+
+
+def test_a_host_ip_that_is_not_this_hosts_is_one_sentence_and_nothing_is_made(store):
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): no host has it; only bind(2) is asked, no packet.
+    out = labkit("run", "--rm", "--network", "bridge", "-p", "192.0.2.7:8080:80", "busybox", "true")
+    assert out.returncode == 125 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert "192.0.2.7 is not an address of this host" in out.stderr
+    nothing_made()
+    assert not [r for r in network.rules() if "publish" in r.comment]
+
+
 def test_a_port_in_use_is_one_sentence_and_nothing_is_made(store):
     with socket.socket() as holder:
         holder.bind(("0.0.0.0", 18082))
@@ -431,7 +489,11 @@ def test_a_port_in_use_is_one_sentence_and_nothing_is_made(store):
         (["--memory", "lots"], "is not a size"),
         (["--cap-add", "NOSUCH"], "is not a capability"),
         (["-v", "relative:/data"], "not an absolute path"),
-        (["-p", "80"], "HOST_PORT:CONTAINER_PORT"),
+        (["-p", "80:http"], "is not [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp]"),
+        (["-p", "8000-8010:80"], "(no ranges)"),
+        (["-p", "1:2:3:4"], "is not [HOST_IP:]"),
+        (["-p", "127.0.0.1:8080:80"], "publishing on 127.0.0.1 is not supported"),
+        (["-p", "10.0.0.300::80"], "is not an IP address"),
         (["--network", "host"], "is not available"),
         (["--cpus", "many"], "is not a number of CPUs"),
         (["-u", "nobody-here"], "unable to find user"),

@@ -32,20 +32,25 @@ def _fail(message: object, status: int) -> int:
 
 
 def _publish(text: str) -> tuple[str, dict]:
-    """ "8080:80", "8080:80/udp", "0.0.0.0:8080:80" -> ("80/tcp", {"HostPort": "8080"})."""
+    """Docker's -p: "80", "8080:80", "8080:80/udp", "192.168.1.5:8080:80", "192.168.1.5::80"
+    -> ("80/tcp", {"HostIp": ..., "HostPort": ...}); a host port left out means any free one."""
     spec, _, proto = text.partition("/")
     parts = spec.split(":")
-    if len(parts) == 3:
-        host_ip, host_port, port = parts
-    elif len(parts) == 2:
-        host_ip, (host_port, port) = "", parts
-    else:
+    if len(parts) <= 3:
+        host_ip, host_port, port = [""] * (3 - len(parts)) + parts
+    if (
+        len(parts) > 3
+        or proto not in ("", "tcp", "udp")
+        or not port.isdigit()
+        or not (host_port == "" or host_port.isdigit())
+        or not all(1 <= int(p) <= 65535 for p in (port, host_port) if p)
+    ):
         raise BadInput(
-            f"-p {text}: give HOST_PORT:CONTAINER_PORT, e.g. -p 8080:80 (labkit picks no "
-            "host port by itself)."
+            f"-p {text} is not [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/tcp|/udp] with ports 1 to "
+            "65535 (no ranges): give e.g. -p 8080:80, -p 80 for any free host port, or "
+            "-p 192.168.1.5:8080:53/udp."
         )
     key = f"{port}/{proto or 'tcp'}"
-    dockerconfig.parse_port(key)
     return key, {"HostIp": host_ip, "HostPort": host_port}
 
 
@@ -210,7 +215,7 @@ def _cmd_ps(args: argparse.Namespace) -> int:
         s = c.summary()
         command = s["Command"] if len(s["Command"]) <= 20 else s["Command"][:19] + "…"
         ports = ", ".join(
-            f"0.0.0.0:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}" for p in s["Ports"]
+            f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}" for p in s["Ports"]
         )
         created = manager.ago(c.record["Created"]) + " ago"
         rows.append(
@@ -402,7 +407,9 @@ def _add_commands(sub) -> None:
     p.add_argument("-w", "--workdir", help="its working directory")
     p.add_argument("-u", "--user", help="USER[:GROUP] (names or numbers)")
     p.add_argument("-v", "--volume", action="append", help="SRC:DST[:ro] bind mount")
-    p.add_argument("-p", "--publish", action="append", help="HOST_PORT:CONTAINER_PORT[/udp]")
+    p.add_argument(
+        "-p", "--publish", action="append", help="[HOST_IP:][HOST_PORT:]CONTAINER_PORT[/udp]"
+    )
     p.add_argument("--network", default="none", help="none (default) or bridge (the lab bridge)")
     p.add_argument("--memory", "-m", help="memory limit, e.g. 64m")
     p.add_argument("--cpus", help="CPU time as a number of CPUs, e.g. 0.5")

@@ -13,6 +13,7 @@ capabilities, its seccomp profile, masked and read-only paths (all of them off w
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -118,34 +119,65 @@ def parse_port(text: str) -> tuple[int, str]:
     return int(match.group(1)), match.group(2) or "tcp"
 
 
-def port_bindings(host_config: dict) -> list[tuple[int, int, str]]:
-    """HostConfig.PortBindings as (host port, container port, protocol), checked."""
+def _host_ip(text: str, key: str) -> str:
+    """A HostIp: "" (all of the host's IPv4 addresses) or one IPv4 address that is not loopback."""
+    if text in ("", "0.0.0.0"):
+        return ""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise BadInput(
+            f"{text!r} (the host address for {key}) is not an IP address: give one like "
+            "192.168.1.5, or none to publish on all of the host's addresses."
+        ) from None
+    if ip.version != 4 or ip.is_loopback:
+        # A DNAT to a bridge does not apply to loopback traffic; Docker needs its userland
+        # proxy (docker-proxy) for that, and labkit's bridge has no IPv6.
+        raise BadInput(
+            f"publishing on {ip} is not supported: labkit publishes on the host's IPv4 "
+            "addresses other than loopback; give one of them, or none for all."
+        )
+    return str(ip)
+
+
+def publish_requests(host_config: dict) -> list[tuple[str, int, int, str]]:
+    """HostConfig.PortBindings as (host IP, host port, container port, protocol), checked.
+
+    A host IP of "" means all of the host's addresses; a host port of 0 means "any free one"
+    (Docker's ``-p 80``), chosen when the container starts.
+    """
     found = []
     bindings = host_config.get("PortBindings") or {}
     if not isinstance(bindings, dict):
         raise BadInput('PortBindings must map "PORT/PROTO" to a list of {"HostPort": ...}.')
     for key, targets in bindings.items():
         port, proto = parse_port(key)
+        if targets is not None and not isinstance(targets, list):
+            raise BadInput(f'the bindings of {key} must be a list of {{"HostPort": ...}}.')
         for target in targets or [{}]:
-            host_ip = (target or {}).get("HostIp") or ""
-            if host_ip not in ("", "0.0.0.0"):
-                raise BadInput(
-                    f"publishing on the address {host_ip} is not supported: labkit publishes "
-                    "on all of the host's addresses; leave the address out (-p HOST:CONTAINER)."
-                )
-            host_port = (target or {}).get("HostPort") or ""
-            if not str(host_port).isdigit() or not 1 <= int(host_port) <= 65535:
+            if not isinstance(target, dict):
+                raise BadInput(f'each binding of {key} must be an object {{"HostPort": ...}}.')
+            host_ip = _host_ip(str(target.get("HostIp") or ""), key)
+            host_port = str(target.get("HostPort") or "0")
+            if not host_port.isdigit() or not 0 <= int(host_port) <= 65535:
                 raise BadInput(
                     f"host port {host_port!r} for {key} is not a port number: give one from "
-                    "1 to 65535 (labkit picks no port by itself)."
+                    "1 to 65535, or none for any free port (labkit takes no port ranges)."
                 )
-            found.append((int(host_port), port, proto))
+            found.append((host_ip, int(host_port), port, proto))
     seen = set()
-    for host_port, _port, proto in found:
-        if (host_port, proto) in seen:
+    for _ip, host_port, _port, proto in found:
+        if host_port and (host_port, proto) in seen:
             raise BadInput(f"host port {host_port}/{proto} is given twice: publish it once.")
         seen.add((host_port, proto))
     return found
+
+
+def port_bindings(host_config: dict) -> list[tuple[int, int, str]]:
+    """The requests as (host port, container port, protocol); host port 0: any free one."""
+    return [
+        (host_port, port, proto) for _ip, host_port, port, proto in publish_requests(host_config)
+    ]
 
 
 def binds(host_config: dict) -> list[Mount]:

@@ -244,9 +244,9 @@ class Container:
         s = _read_json(self.dir / "state.json") or {}
         net = s.get("NetworkSettings") or {}
         ports = {}
-        for host_port, port, proto in dockerconfig.port_bindings(self.host_config):
+        for host_ip, host_port, port, proto in net.get("Published") or []:  # see monitor
             ports.setdefault(f"{port}/{proto}", []).append(
-                {"HostIp": "0.0.0.0", "HostPort": str(host_port)}
+                {"HostIp": host_ip or "0.0.0.0", "HostPort": str(host_port)}
             )
         out = {
             "SandboxKey": net.get("SandboxKey", ""),
@@ -312,10 +312,13 @@ class Container:
         """Docker's ``GET /containers/json`` item (what ``docker ps`` shows)."""
         state = self.state()
         ports = []
-        for host_port, port, proto in dockerconfig.port_bindings(self.host_config):
-            ports.append(
-                {"IP": "0.0.0.0", "PrivatePort": port, "PublicPort": host_port, "Type": proto}
-            )
+        for key, bindings in self.network_settings()["Ports"].items():
+            port, proto = key.split("/")
+            for b in bindings:
+                ports.append(
+                    {"IP": b["HostIp"], "PrivatePort": int(port),
+                     "PublicPort": int(b["HostPort"]), "Type": proto}
+                )  # fmt: skip
         return {
             "Id": self.id,
             "Names": [self.name],
@@ -848,10 +851,8 @@ def check_ports_free(host_config: dict) -> None:
 
 def release_network(c: Container) -> None:
     """Delete the container's published ports and its network namespace (the veth goes with it)."""
-    try:
-        ports = dockerconfig.port_bindings(c.host_config)
-    except BadInput:
-        ports = []
+    ports = (_read_json(c.dir / "state.json") or {}).get("NetworkSettings", {}).get("Published")
+    ports = [(host_port, proto) for _ip, host_port, _port, proto in ports or []]
     # /run/netns: where `ip netns` (and labkit.network) keep named namespaces. Without one and
     # without ports nothing was made (--network none), and pyroute2 need not even be imported.
     if not ports and not os.path.exists(f"/run/netns/{c.netns}"):
@@ -859,7 +860,7 @@ def release_network(c: Container) -> None:
     from .. import network
 
     with contextlib.suppress(LabkitError, OSError):
-        for host_port, _port, proto in ports:
+        for host_port, proto in ports:
             network.unpublish(BRIDGE, host_port, proto)
     if os.path.exists(network.netns_path(c.netns)):
         with contextlib.suppress(LabkitError, OSError):

@@ -44,7 +44,7 @@ from labkit.channel import Channel
 from labkit.container import dockerconfig, etcfiles, lifecycle, manager
 from labkit.container.logs import Writer, now
 from labkit.container.spec import ConsoleSize
-from labkit.errors import LabkitError
+from labkit.errors import BadInput, LabkitError
 
 # What the starter reads on the status pipe (channel.py's frames), in order.
 RUNNING = "running"  # pid: the container's PID 1 runs
@@ -100,26 +100,78 @@ def _start_error(c: manager.Container, e: Exception) -> dict:
 
 
 def set_up_network(c: manager.Container) -> dict:
-    """A network namespace on the lab bridge with published ports, as Docker's bridge driver."""
+    """A network namespace on the lab bridge with published ports, as Docker's bridge driver.
+
+    "Published" lists what was published, as [host IP, host port, container port, protocol]
+    with the host port that was chosen for ``-p 80``: ``ps``, ``inspect`` and the clean-up
+    read it from the container's state.
+    """
     mode = c.host_config.get("NetworkMode") or "none"
     if mode == "none":
         return {}
     from labkit import network  # pyroute2 takes longer to import than a container to start
 
     br = manager.bridge()
+    published = []
     with manager.records_lock():  # one at a time: each takes the next free address and port
         manager.check_ports_free(c.host_config)
-        network.netns_add(c.netns)
-        endpoint = network.connect(br, c.netns)
-        for host_port, port, proto in dockerconfig.port_bindings(c.host_config):
-            network.publish(br, host_port, str(endpoint.address.ip), port, proto)
+        try:
+            network.netns_add(c.netns)
+            endpoint = network.connect(br, c.netns)
+            for host_ip, host_port, port, proto in dockerconfig.publish_requests(c.host_config):
+                host_port = host_port or free_port(proto, network)
+                check_address(host_ip, host_port, proto)
+                network.publish(br, host_port, str(endpoint.address.ip), port, proto, host_ip)
+                published.append([host_ip, host_port, port, proto])
+        except BaseException:
+            for _ip, host_port, _port, proto in published:  # not yet in the state: ours to undo
+                with contextlib.suppress(LabkitError, OSError):
+                    network.unpublish(br.ifname, host_port, proto)
+            raise
     return {
         "SandboxKey": network.netns_path(c.netns),
         "IPAddress": str(endpoint.address.ip),
         "IPPrefixLen": endpoint.address.network.prefixlen,
         "Gateway": str(br.gateway),
         "Bridge": br.ifname,
+        "Published": published,
     }
+
+
+def free_port(proto: str, network) -> int:
+    """A host port that no socket holds and labkit has not published (Docker's ``-p 80``).
+
+    The kernel picks it: bind(2) to port 0 takes a free one from the ephemeral range
+    (net.ipv4.ip_local_port_range), the range Docker's port allocator uses too.
+    """
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    ours = {r.comment.split(" -> ")[0].rsplit(" ", 1)[-1] for r in network.rules()}
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("0.0.0.0", 0))
+            port = probe.getsockname()[1]
+        if str(port) not in ours:
+            return port
+    raise LabkitError(f"no free host port for {proto} was found: free some, or give one.")
+
+
+def check_address(host_ip: str, host_port: int, proto: str) -> None:
+    """Refuse a host IP that is not this host's (Docker: "cannot assign requested address")."""
+    if not host_ip:
+        return
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind((host_ip, host_port))
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise BadInput(
+                    f"{host_ip} is not an address of this host: publish on one of its own "
+                    "(ip -4 addr shows them), or on all of them."
+                ) from None
+            raise BadInput(
+                f"host port {host_ip}:{host_port}/{proto} is already in use: choose another."
+            ) from None
 
 
 def _add_etc_files(c: manager.Container, spec, address: str | None) -> None:
@@ -409,6 +461,8 @@ def finish(c: manager.Container, rc, state: dict, status: int, channel: Channel)
         lifecycle.remove(lifecycle.get(c.runtime_id))
     manager.release_network(c)
     code = _exit_code(status)
+    # Its ports are free again (a restart may get other ones for -p 80), as Docker shows it.
+    state["NetworkSettings"] = dict(state.get("NetworkSettings") or {}, Published=[])
     state.update(
         Status="exited",
         Running=False,
