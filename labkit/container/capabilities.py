@@ -102,7 +102,8 @@ def bounding() -> list[str]:
     """The names in this process's bounding set (CapBnd): the most a container of ours can get.
 
     A host (or a container we run in) may lack some, CAP_SYS_RESOURCE say; asking capset for
-    one of them is refused, so "all capabilities" means all of these (as Docker 23+ does).
+    one of them is refused, so "all capabilities" means all of these, as in containerd, Podman
+    and Docker 23+ (moby#42933; Debian's dockerd 20.10 asks for all and fails to start one).
     """
     with open("/proc/self/status") as f:
         for line in f:
