@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import channel, forkserver
+from .. import sys as ksys
 from ..errors import BadInput, LabkitError, require_root
 from ..proc import stat as proc_stat
 from ..state import state_dir
@@ -490,6 +491,7 @@ def create(config: dict, host_config: dict | None = None, name: str | None = Non
             "letter or digit, at least two characters."
         )
     host_config.setdefault("NetworkMode", "none")
+    host_config["LogConfig"] = _log_config(host_config.get("LogConfig"))
     from .. import images
 
     with records_lock():
@@ -534,6 +536,20 @@ def create(config: dict, host_config: dict | None = None, name: str | None = Non
     return c
 
 
+def _log_config(asked) -> dict:
+    """The log driver, as dockerd fills it in: the monitor keeps the output in Docker's
+    json-file format (``logs.py``), the one driver there is here."""
+    asked = asked if isinstance(asked, dict) else {}
+    if asked.get("Type") not in (None, "", "json-file"):
+        raise BadInput(
+            f"the log driver {str(asked['Type'])[:40]!r} is not available: labkit keeps every "
+            "container's output as json-file does (leave --log-driver out)."
+        )
+    if asked.get("Config"):
+        raise BadInput("labkit's json-file log takes no options: leave --log-opt out.")
+    return {"Type": "json-file", "Config": {}}
+
+
 def _prepare_root(root: str, config: dict) -> None:
     """Check the user exists in the image, and make the working directory, as Docker does."""
     dockerconfig.user(root, config.get("User") or "")
@@ -561,16 +577,21 @@ def start(ref: str | Container) -> Container:
     with open(c.dir / "monitor.err", "ab") as err:  # the monitor's own errors, if any
         status = _start_monitor({"mode": "container", "dir": str(c.dir)}, stderr=err)
     message = status.read(START_TIMEOUT)
-    if message is None:
+    if message is None or message["event"] != "running":
         status.close()
-        err = (c.dir / "monitor.err").read_text(errors="replace").strip().splitlines()
-        raise StartError(
-            "the container's monitor ended before the container started"
-            + (f": {err[-1]}" if err else ".")
-        )
-    if message["event"] != "running":
-        status.close()
-        raise StartError(*_monitor_error(message))
+        if message is None:
+            err = (c.dir / "monitor.err").read_text(errors="replace").strip().splitlines()
+            error = StartError(
+                "the container's monitor ended before the container started"
+                + (f": {err[-1]}" if err else ".")
+            )
+        else:
+            error = StartError(*_monitor_error(message))
+        if c.host_config.get("AutoRemove"):
+            # As dockerd: a --rm container that cannot start is removed, not left "Created".
+            with contextlib.suppress(LabkitError, OSError):
+                remove(c, force=True)
+        raise error
     try:
         c = get(c)  # the record as the monitor wrote it: running
     except NotFound:
@@ -913,14 +934,66 @@ def _follower(c: Container):
     return more
 
 
+def _left_created(c: Container, timeout: float) -> bool:
+    """Wait, at most *timeout* s, until the container is no longer just created (it runs, ran,
+    failed to start or was removed); whether it did.
+
+    No polling: the monitor replaces ``state.json`` by a rename at each change (and removes it,
+    or the whole directory), and inotify wakes us at each of those."""
+    deadline = time.monotonic() + timeout
+    fd = ksys.inotify_init1(ksys.IN_CLOEXEC | ksys.IN_NONBLOCK)
+    try:
+        try:
+            changes = ksys.IN_MOVED_TO | ksys.IN_DELETE | ksys.IN_DELETE_SELF
+            ksys.inotify_add_watch(fd, str(c.dir), changes)
+        except FileNotFoundError:
+            return True  # removed already
+        while True:
+            # Looked at after the watch is set: a change between the two is not missed.
+            if not (c.dir / "config.json").exists() or c.status != "created":
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 65536)  # the events themselves: we only needed the wake-up
+    finally:
+        os.close(fd)
+
+
 class Attach:
-    """A connection to a container's streams: output as LogEntry items, input to its stdin."""
+    """A connection to a container's streams: output as LogEntry items, input to its stdin.
+
+    Attached before start (``docker run -i`` does that), stdin connects when the container
+    runs: the first write waits for it (at most START_TIMEOUT), and what the container
+    never ran to read is refused with BrokenPipeError."""
 
     def __init__(self, c: Container, stdin: bool, stdout: bool, stderr: bool, logs: bool):
         self.container = c
         self.streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
-        self._offset = 0 if logs or c.status == "created" else c.log_path.stat().st_size
-        self._stdin = _client(c, {"op": "stdin"}) if stdin else None
+        created = c.status == "created"
+        self._offset = 0 if logs or created else c.log_path.stat().st_size
+        self._stdin = _client(c, {"op": "stdin"}) if stdin and not created else None
+        self._late_stdin = stdin and created
+
+    def _stdin_socket(self) -> socket.socket:
+        if self._stdin is None and self._late_stdin:
+            self._late_stdin = False
+            c = self.container
+            if not _left_created(c, START_TIMEOUT):
+                raise BrokenPipeError(
+                    f"container {c.name.lstrip('/')} was not started within "
+                    f"{START_TIMEOUT:g} s: its stdin is closed."
+                )
+            try:
+                self._stdin = _client(c, {"op": "stdin"})
+            except NotRunning:  # it ran and exited (or never ran) before we got there
+                raise BrokenPipeError(
+                    f"container {c.name.lstrip('/')} is not running: its stdin is closed."
+                ) from None
+        if self._stdin is None:
+            raise BadInput("this attach has no stdin: attach with stdin=True.")
+        return self._stdin
 
     def output(self) -> Iterator[LogEntry]:
         """The output from now on (with logs: from the start) until the container stops."""
@@ -937,15 +1010,14 @@ class Attach:
                 yield entry
 
     def write(self, data: bytes) -> None:
-        if self._stdin is None:
-            raise BadInput("this attach has no stdin: attach with stdin=True.")
-        self._stdin.sendall(data)
+        self._stdin_socket().sendall(data)
 
     def close_stdin(self) -> None:
         """End of input: the container's stdin closes (when the container has StdinOnce)."""
-        if self._stdin is not None:
-            with contextlib.suppress(OSError):
-                self._stdin.shutdown(socket.SHUT_WR)
+        if self._stdin is None and not self._late_stdin:
+            return
+        with contextlib.suppress(OSError):
+            self._stdin_socket().shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         if self._stdin is not None:
@@ -961,7 +1033,7 @@ def attach(
     logs: bool = False,
     stream: bool = True,
 ) -> Attach:
-    """Attach to the container's streams (Docker's ``attach``); stdin needs it running."""
+    """Attach to the container's streams (Docker's ``attach``), before or after its start."""
     c = get(ref)
     if stdin and not c.config.get("OpenStdin"):
         raise BadInput("the container was not created with an open stdin (-i).")

@@ -1,0 +1,96 @@
+"""The container manager as the engine calls it, without the engine: what dockerd does for a
+container around the runtime (the log driver in the record, AutoRemove after a failed start,
+stdin attached before start)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from labkit import cleanup, images
+from labkit.container import manager
+from labkit.errors import BadInput
+
+
+@pytest.fixture
+def store(monkeypatch):
+    """A private, short state directory (the monitors bind unix sockets below it), with
+    busybox:latest in its image store."""
+    path = Path(tempfile.mkdtemp(prefix="lkm", dir="/run"))
+    monkeypatch.setenv("LABKIT_STATE_DIR", str(path / "s"))
+    images.busybox_image("busybox:latest")
+    yield path / "s"
+    cleanup.cleanup()
+    shutil.rmtree(path)
+
+
+def test_the_record_names_the_json_file_log_driver_and_refuses_others(store):
+    # The docker CLI sends an empty Type; dockerd answers with the driver it uses.
+    c = manager.create(
+        {"Image": "busybox", "Cmd": ["true"]}, {"LogConfig": {"Type": "", "Config": {}}}
+    )
+    assert c.inspect()["HostConfig"]["LogConfig"] == {"Type": "json-file", "Config": {}}
+    plain = manager.create({"Image": "busybox", "Cmd": ["true"]})
+    assert plain.inspect()["HostConfig"]["LogConfig"]["Type"] == "json-file"
+    for log_config, words in [
+        ({"Type": "syslog"}, "'syslog' is not available"),
+        ({"Type": "json-file", "Config": {"max-size": "1m"}}, "no options"),
+    ]:
+        with pytest.raises(BadInput, match=words):
+            manager.create({"Image": "busybox", "Cmd": ["true"]}, {"LogConfig": log_config})
+    assert {x.id for x in manager.list_containers(all=True)} == {c.id, plain.id}
+    manager.remove(c)
+    manager.remove(plain)
+
+
+def test_an_auto_remove_container_that_cannot_start_is_removed_by_start(store):
+    c = manager.create({"Image": "busybox", "Cmd": ["no-such-command"]}, {"AutoRemove": True})
+    with pytest.raises(manager.StartError) as failed:
+        manager.start(c.id)
+    assert failed.value.exit_code == 127
+    with pytest.raises(manager.NotFound):
+        manager.get(c.id)
+    # Without AutoRemove it stays, created, as with dockerd.
+    kept = manager.create({"Image": "busybox", "Cmd": ["no-such-command"]})
+    with pytest.raises(manager.StartError):
+        manager.start(kept.id)
+    assert manager.get(kept.id).status == "created"
+    manager.remove(kept.id)
+
+
+def test_stdin_attached_before_start_reaches_the_container(store):
+    config = {"Image": "busybox", "Cmd": ["cat"], "OpenStdin": True, "StdinOnce": True}
+    c = manager.create(config)
+    session = manager.attach(c.id, stdin=True)  # created: stdin connects at the start
+    sent = threading.Event()
+
+    def feed() -> None:
+        session.write(b"before the start\n")  # waits for the start (bounded)
+        session.close_stdin()
+        sent.set()
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    assert not sent.wait(0.3)  # nothing to write to yet: the write waits
+    started = manager.start(c.id)
+    feeder.join(timeout=30)
+    assert sent.is_set()
+    out = b"".join(e.data for e in session.output())
+    assert out == b"before the start\n"
+    assert manager.wait(started, timeout=30)["StatusCode"] == 0
+    session.close()
+    manager.remove(c.id)
+
+
+def test_stdin_of_a_container_that_ran_and_exited_is_a_broken_pipe(store):
+    c = manager.create({"Image": "busybox", "Cmd": ["true"], "OpenStdin": True})
+    session = manager.attach(c.id, stdin=True)
+    manager.wait(manager.start(c.id), timeout=30)
+    with pytest.raises(BrokenPipeError, match="not running"):
+        session.write(b"too late\n")
+    session.close()
+    manager.remove(c.id)
