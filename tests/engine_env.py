@@ -102,6 +102,7 @@ def engine():
         if e.running:
             assert e.stop() == 0, "the engine did not stop within 15 s of SIGTERM"
         assert not e.socket.exists(), "the engine left its socket behind"
+        assert not (e.state / "managed").exists(), "the manager's records directory was left"
     finally:
         e.stop()
         cleanup.cleanup()

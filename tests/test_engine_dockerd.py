@@ -17,7 +17,6 @@ import pytest
 
 from benchmarks.dockerd import UNCONFINED, PrivateDockerd, unavailable
 from labkit import images, rootfs
-from labkit.container import manager
 
 from .engine_env import engine  # noqa: F401  (a fixture)
 
@@ -37,10 +36,6 @@ def dockerd(engine):  # noqa: F811  (the engine first: its state dir)
     if why:
         pytest.skip(f"no private dockerd to compare with: {why}")
     rules = _ruleset()
-    # The engine's container records (and their lock) stay for the engine's life, and its
-    # module clean-up removes them: made here, so the per-test leftover check does not count
-    # them against the first test that runs a container.
-    manager.records_dir().mkdir(parents=True, exist_ok=True)
     daemon = PrivateDockerd()
     try:
         yield daemon.start()

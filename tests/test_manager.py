@@ -94,3 +94,53 @@ def test_stdin_of_a_container_that_ran_and_exited_is_a_broken_pipe(store):
         session.write(b"too late\n")
     session.close()
     manager.remove(c.id)
+
+
+def test_the_records_directory_goes_with_the_last_container(store):
+    managed = manager.records_dir()
+    c = manager.create({"Image": "busybox", "Cmd": ["true"]})
+    assert managed.is_dir()
+    manager.remove(c.id)
+    assert not managed.exists()  # its lock went with it
+    # A --rm container's exit is kept for the wait by id (the engine's), which takes it.
+    script = ["sh", "-c", "sleep 0.3; exit 3"]
+    c = manager.create({"Image": "busybox", "Cmd": script}, {"AutoRemove": True})
+    manager.start(c.id)
+    assert manager.wait(c.id, condition="removed", timeout=30)["StatusCode"] == 3
+    assert not managed.exists()
+    # Nobody waits: the exit is kept (a minute) until an engine stops and drops it.
+    c = manager.create({"Image": "busybox", "Cmd": ["true"]}, {"AutoRemove": True})
+    manager.wait(manager.start(c.id), condition="removed", timeout=30)
+    assert {p.name for p in managed.iterdir()} <= {".exits", ".lock"}
+    assert [p.name for p in (managed / ".exits").iterdir()] == [c.id]
+    manager.tidy_records()
+    assert not managed.exists()
+
+
+def test_cleanup_removes_a_records_directory_left_with_only_its_lock(store):
+    manager.records_dir().mkdir(parents=True)
+    (manager.records_dir() / ".lock").touch()
+    assert f"file: {manager.records_dir()}" in cleanup.leftovers()
+    cleanup.cleanup()
+    assert not manager.records_dir().exists()
+
+
+def test_the_lock_holds_while_the_last_one_out_removes_the_directory(store):
+    # Threads that create and remove at once: each create finds the lock (and the directory)
+    # it needs though another removes both as its last container goes.
+    errors = []
+
+    def churn() -> None:
+        try:
+            for _ in range(5):
+                manager.remove(manager.create({"Image": "busybox", "Cmd": ["true"]}).id)
+        except Exception as e:  # noqa: BLE001  reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=churn) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and manager.list_containers(all=True) == []
+    assert not manager.records_dir().exists()

@@ -35,6 +35,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -129,16 +130,65 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+_held = threading.local()  # how deep this thread is in records_lock (it may nest)
+
+
 @contextlib.contextmanager
 def records_lock():
-    """One engine action at a time on the records (names must stay unique)."""
-    records_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(records_dir() / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+    """One engine action at a time on the records (names must stay unique).
+
+    The lock is ``flock`` on ``managed/.lock``. The last one out removes the directory when it
+    holds no container (``_remove_if_unused``), so a lock taken is checked to be still linked:
+    one that was unlinked while we waited for it locks nothing, and is taken anew."""
+    depth = getattr(_held, "depth", 0)
+    if depth:  # this thread holds it already (remove_record from create's failure)
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
+    for _ in range(100):  # each turn: the last one out removed the lock as we came
+        records_dir().mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(records_dir() / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
+        if os.fstat(fd).st_nlink:
+            break
         os.close(fd)
+    else:
+        raise LabkitError(f"could not lock {records_dir()}: run 'labkit cleanup'.")
+    _held.depth = 1
+    try:
+        yield
+        _remove_if_unused()
+    finally:
+        _held.depth = 0
+        os.close(fd)
+
+
+def _remove_if_unused(exits: bool = False) -> None:
+    """Remove the records directory (its lock, the kept exits) if it holds no container; with
+    *exits*, even if it keeps the exit of a container removed a moment ago (for a ``wait``).
+    The caller holds the lock."""
+    _prune_tombstones(0 if exits else TOMBSTONE_SECONDS)
+    base = records_dir()
+    with contextlib.suppress(OSError):  # a record or an exit is there (or came meanwhile)
+        if set(os.listdir(base)) <= {".lock", ".exits"}:
+            with contextlib.suppress(FileNotFoundError):
+                (base / ".exits").rmdir()
+            (base / ".lock").unlink()
+            base.rmdir()
+
+
+def tidy_records() -> None:
+    """No engine is left to wait for them: drop the kept exits, and the records directory if it
+    holds no container (what an engine does as it stops)."""
+    if records_dir().is_dir():
+        with records_lock():
+            _remove_if_unused(exits=True)
 
 
 # --- the record -----------------------------------------------------------------------------------
@@ -717,8 +767,13 @@ def wait(
     while True:
         state = c.state() if (c.dir / "config.json").exists() else None
         if state is None:  # removed: AutoRemove left the exit in a tombstone
-            gone = _read_json(_tombstone(c.id)) or {}
-            return {"StatusCode": gone.get("ExitCode", 0), "Error": None}
+            gone = _take_tombstone(c.id)
+            if gone is not None:
+                return {"StatusCode": gone["ExitCode"], "Error": None}
+            return {
+                "StatusCode": -1,
+                "Error": {"Message": f"container {c.short_id} was removed; its exit is unknown"},
+            }
         running = state["Status"] == "running"
         first_start = first_start or state["StartedAt"]
         # A run shorter than one poll is seen by its new StartedAt, not as "running".
@@ -732,7 +787,7 @@ def wait(
         time.sleep(0.01)
 
 
-TOMBSTONE_SECONDS = 60.0  # how long the exit of a removed (AutoRemove) container is kept
+TOMBSTONE_SECONDS = 60.0  # how long the exit of a removed (AutoRemove) container is kept unread
 
 
 def _tombstone(cid: str) -> Path:
@@ -746,11 +801,22 @@ def write_tombstone(c: Container, state: dict) -> None:
     write_json(path, {"ExitCode": state["ExitCode"], "FinishedAt": state["FinishedAt"]})
 
 
-def _prune_tombstones() -> None:
+def _take_tombstone(cid: str) -> dict | None:
+    """The kept exit of removed container *cid*, read once: the wait it was kept for has it."""
+    path = _tombstone(cid)
+    gone = _read_json(path)
+    if gone is not None:
+        with records_lock():  # the last one out takes the directory with it
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return gone
+
+
+def _prune_tombstones(older_than: float = TOMBSTONE_SECONDS) -> None:
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(records_dir() / ".exits"):
             with contextlib.suppress(FileNotFoundError):
-                if time.time() - entry.stat().st_mtime > TOMBSTONE_SECONDS:
+                if time.time() - entry.stat().st_mtime >= older_than:
                     os.unlink(entry.path)
 
 
@@ -816,9 +882,8 @@ def remove_record(c: Container) -> None:
     if (images.roots_dir() / c.root_name).exists():
         with contextlib.suppress(LabkitError, OSError):
             images.unmount_root(c.root_name)
-    shutil.rmtree(c.dir, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        records_dir().rmdir()  # fails while the lock file or other records are there
+    with records_lock():  # the last record out takes the directory with it
+        shutil.rmtree(c.dir, ignore_errors=True)
 
 
 def _kill_monitor(c: Container) -> None:

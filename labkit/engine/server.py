@@ -504,6 +504,11 @@ def serve(
             with contextlib.suppress(OSError):
                 record.unlink()
                 record.parent.rmdir()  # the last engine out
+            if not running():  # nobody is left to wait for a removed container's exit
+                from ..container import manager
+
+                with contextlib.suppress(LabkitError, OSError):
+                    manager.tidy_records()
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -8,7 +8,6 @@ default socket. The clients are the real ones: Debian's docker CLI, and raw HTTP
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import http.client
 import json
@@ -236,14 +235,7 @@ def finish(e: Engine) -> str:
         e.request("DELETE", f"/containers/{cid}?force=1")
     e.stop()
     removed = images.remove(IMAGE) != []
-    shutil.rmtree(lesson_dir(), ignore_errors=True)
-    # The manager's records, if no container is left in them (only its lock and the exit codes
-    # of removed containers), and the engines' directory if no engine runs.
-    managed = state_dir() / "managed"
-    if managed.is_dir() and all(p.name.startswith(".") for p in managed.iterdir()):
-        shutil.rmtree(managed, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        (state_dir() / "engines").rmdir()
+    shutil.rmtree(lesson_dir(), ignore_errors=True)  # (the engine took its own records away)
     return (
         f"engine stopped: {e.proc is not None and e.proc.poll() is not None} | "
         f"image removed: {removed} | socket left: {e.socket.exists()}"
