@@ -160,10 +160,10 @@ def test_run_i_passes_stdin_to_the_container(box):
     assert no_containers(box)
 
 
-def _on_a_pty(e, *args, timeout: float = 60) -> tuple[int, bytes]:
-    """Run the docker CLI with a terminal of 24 rows and 80 columns; (exit status, output)."""
+def _on_a_pty(e, *args, size=(24, 80), timeout: float = 60) -> tuple[int, bytes]:
+    """Run the docker CLI with a terminal of *size* (rows, columns); (exit status, output)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     proc = subprocess.Popen(
         [DOCKER, *args], env=e.env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
     )
@@ -191,27 +191,31 @@ def test_run_it_gets_a_terminal(box):
     assert no_containers(box)
 
 
-@pytest.mark.xfail(
-    reason="CLI 20.10 resizes only after start's answer; on a loaded host the "
-    "resize has come after the container's 5 s wait (cause not found yet)",
-    strict=False,
-)
-def test_run_it_terminal_has_the_clients_size(box):
+# A size no program falls back to: the client's own, or none.
+ODD_SIZE = (33, 101)
+
+
+def test_run_it_terminal_gets_the_clients_size(box):
+    # CLI 20.10 (API 1.41: no ConsoleSize in create) sends resize only after start's answer,
+    # as it does to dockerd 20.10: the container may start on a terminal of 0 rows and columns
+    # (busybox's `stty size` then prints nothing, on stdout), so it waits for the size, bounded.
     sized = (
-        'i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ] || [ $i -ge 100 ]; '
-        'do sleep 0.05; i=$((i+1)); done; echo "$s"'
+        'i=0; until s=$(stty size 2>/dev/null) && [ -n "$s" ] && [ "$s" != "0 0" ] '
+        '|| [ $i -ge 200 ]; do sleep 0.05; i=$((i+1)); done; echo "size $s"'
     )
-    status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c", sized)
-    assert status == 0 and b"24 80" in out, out
+    status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c", sized, size=ODD_SIZE)
+    assert status == 0 and b"size 33 101\r\n" in out, out
     assert no_containers(box)
 
 
 def test_exec_it_gets_a_terminal(box):
     box.docker("run", "-d", "--name", "term", "busybox", "sleep", "300", check=True)
+    script = "tty; stty size; : > /dev/tty && echo controlling; exit 4"
     try:
-        status, out = _on_a_pty(box, "exec", "-it", "term", "sh", "-c", "tty; stty size; exit 4")
-        # The terminal is the container's own (/dev/pts there), of the client's size.
-        assert status == 4 and re.search(rb"^/dev/pts/\d+\r\n24 80", out), out
+        status, out = _on_a_pty(box, "exec", "-it", "term", "sh", "-c", script, size=ODD_SIZE)
+        # The terminal is the container's own (/dev/pts there), the process's controlling
+        # terminal (a shell has job control), of the client's size.
+        assert status == 4 and re.search(rb"^/dev/pts/\d+\r\n33 101\r\ncontrolling\r\n", out), out
     finally:
         box.docker("rm", "-f", "term")
 
