@@ -16,8 +16,8 @@ An engine such as dockerd adds everything around it, and so does this module:
 - Docker's commands: start, stop (SIGTERM, then SIGKILL), kill, restart, wait, rm, logs,
   attach, exec, top, stats, inspect.
 
-Records live below ``<state dir>/managed/<id>``; ``labkit cleanup`` removes them and everything
-they made (see ``remove_leftovers``).
+Records live below ``<state dir>/managed/<id>``, and the directory goes with the last of them;
+``labkit cleanup`` removes them and everything they made (see ``remove_leftovers``).
 """
 
 from __future__ import annotations
