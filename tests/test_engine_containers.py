@@ -62,6 +62,17 @@ def test_a_command_that_cannot_run_exits_127_and_leaves_nothing(box):
     result = box.docker("run", "--rm", "busybox", "no-such-command")
     assert result.returncode == 127 and "executable file not found" in result.stderr
     assert no_containers(box)
+    # Without --rm it stays created, and says why, as with dockerd; the attach (made before
+    # the start, with stdin: -i) ends with the failed start.
+    kept = box.docker("run", "-i", "--name", "cannot", "busybox", "no-such-command", input="")
+    assert kept.returncode == 127
+    (state,) = json.loads(box.docker("inspect", "cannot", check=True).stdout)
+    assert (state["State"]["Status"], state["State"]["ExitCode"]) == ("created", 127)
+    assert "no-such-command" in state["State"]["Error"]
+    attach = re.compile(rf"end of POST \S+/containers/{state['Id']}/attach")
+    assert wait_until(lambda: attach.search(box.log()), 10)
+    box.docker("rm", "cannot", check=True)
+    assert no_containers(box)
 
 
 def test_errors_are_one_sentence_with_the_right_status(box):

@@ -144,3 +144,33 @@ def test_the_lock_holds_while_the_last_one_out_removes_the_directory(store):
         t.join(timeout=120)
     assert errors == [] and manager.list_containers(all=True) == []
     assert not manager.records_dir().exists()
+
+
+def test_a_failed_start_says_why_in_the_state_and_ends_an_attach_made_before(store, monkeypatch):
+    monkeypatch.setattr(manager, "START_TIMEOUT", 3600.0)  # a write that waited would hang
+    c = manager.create({"Image": "busybox", "Cmd": ["no-such-command"], "OpenStdin": True})
+    session = manager.attach(c.id, stdin=True)  # as docker run -i: before the start
+    with pytest.raises(manager.StartError):
+        manager.start(c.id)
+    state = manager.get(c.id).state()
+    assert (state["Status"], state["ExitCode"]) == ("created", 127)
+    assert "no-such-command" in state["Error"]
+    out = []
+    reader = threading.Thread(target=lambda: out.extend(session.output()), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive() and out == []  # no output will come: the attach ends
+    refused = []
+
+    def write() -> None:
+        try:
+            session.write(b"for nobody\n")
+        except BrokenPipeError as e:
+            refused.append(e)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=10)
+    assert not writer.is_alive() and len(refused) == 1  # no wait for a start that failed
+    session.close()
+    manager.remove(c.id)

@@ -641,6 +641,12 @@ def start(ref: str | Container) -> Container:
             # As dockerd: a --rm container that cannot start is removed, not left "Created".
             with contextlib.suppress(LabkitError, OSError):
                 remove(c, force=True)
+        else:  # as dockerd, inspect says why (and an attach waiting for output ends)
+            with contextlib.suppress(OSError):
+                write_json(
+                    c.dir / "state.json",
+                    {"Status": "created", "ExitCode": error.exit_code, "Error": str(error)},
+                )
         raise error
     try:
         c = get(c)  # the record as the monitor wrote it: running
@@ -987,12 +993,17 @@ def logs(
         yield entry
 
 
+def _may_run(state: dict) -> bool:
+    """Running, or created and not yet started (a start that failed left its Error)."""
+    return state["Status"] == "running" or (state["Status"] == "created" and not state["Error"])
+
+
 def _follower(c: Container):
     """For logs.read: go on while the container may still write (created or running)."""
 
     def more() -> bool:
         try:
-            return (c.dir / "config.json").exists() and c.status in ("created", "running")
+            return (c.dir / "config.json").exists() and _may_run(c.state())
         except (OSError, ValueError):
             return False
 
@@ -1015,7 +1026,10 @@ def _left_created(c: Container, timeout: float) -> bool:
             return True  # removed already
         while True:
             # Looked at after the watch is set: a change between the two is not missed.
-            if not (c.dir / "config.json").exists() or c.status != "created":
+            state = c.state()  # (a start that failed leaves it created, with its Error)
+            if not (c.dir / "config.json").exists() or state["Status"] != "created":
+                return True
+            if state["Error"]:
                 return True
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
