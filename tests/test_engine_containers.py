@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import socket
 import struct
 import subprocess
 import termios
@@ -31,6 +32,9 @@ def box(loaded):
     the bridge), both kept for the module and removed by its clean-up."""
     manager.bridge()
     return loaded
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def no_containers(e) -> bool:
@@ -229,6 +233,44 @@ def test_exec_it_gets_a_terminal(box):
         assert status == 4 and re.search(rb"^/dev/pts/\d+\r\n33 101\r\ncontrolling\r\n", out), out
     finally:
         box.docker("rm", "-f", "term")
+
+
+def test_exec_with_a_console_size_starts_on_a_terminal_of_that_size(box):
+    # API 1.42+ clients (docker 23 on) send the size with the exec: no resize race then.
+    box.docker("run", "-d", "--name", "sized", "busybox", "sleep", "300", check=True)
+    try:
+        body = {
+            "Cmd": ["stty", "size"],
+            "Tty": True,
+            "AttachStdout": True,
+            "ConsoleSize": [33, 101],
+        }
+        status, _, made = box.request(
+            "POST", "/v1.44/containers/sized/exec", json.dumps(body), JSON
+        )
+        assert status == 201, made
+        exec_id = json.loads(made)["Id"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(box.socket))
+            start = json.dumps({"Detach": False, "Tty": True}).encode()
+            s.sendall(
+                f"POST /v1.44/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\n"
+                "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(start)}\r\n\r\n".encode()
+                + start
+            )
+            s.shutdown(socket.SHUT_WR)  # no input: the CLI half-closes too
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        head, _, out = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101") and out == b"33 101\r\n", answer
+        bad = dict(body, ConsoleSize=["tall", 80])
+        status, _, said = box.request("POST", "/v1.44/containers/sized/exec", json.dumps(bad), JSON)
+        assert status == 400 and b"ConsoleSize" in said
+    finally:
+        box.docker("rm", "-f", "sized")
 
 
 def test_a_memory_limit_holds_and_the_oom_kill_shows_in_inspect(box):

@@ -57,7 +57,10 @@ def create(request, id: str) -> Reply:
         privileged=bool(body.get("Privileged")),
         stdin=bool(body.get("AttachStdin")),
     )
+    size = _console_size(body.get("ConsoleSize"))
     with _lock:
+        if size is not None:  # API 1.42+: the client's terminal, known before the start
+            _sizes[exec_id] = size
         _attach[exec_id] = {
             "stdin": bool(body.get("AttachStdin")),
             "stdout": bool(body.get("AttachStdout", True)),
@@ -65,6 +68,19 @@ def create(request, id: str) -> Reply:
             "tty": bool(body.get("Tty")),
         }
     return Reply(201, {"Id": exec_id})
+
+
+def _console_size(value) -> tuple[int, int] | None:
+    """ConsoleSize [rows, columns] as the docker CLI sends it (None, or [0, 0]: not given)."""
+    if value is None or value == [0, 0]:
+        return None
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(n, int) and 0 < n < 65536 for n in value)
+    ):
+        raise BadRequest("exec's ConsoleSize must be [rows, columns], whole numbers from 1.")
+    return value[0], value[1]
 
 
 def _options(exec_id: str) -> dict:
@@ -92,16 +108,17 @@ def start(request, id: str) -> Reply | None:
     if body.get("Detach"):
         manager.exec_start(id)
         return Reply(200)
-    if bool(body.get("Tty", options["tty"])):
-        conn = request.hijack(streams.RAW)
-        try:
+    try:
+        if bool(body.get("Tty", options["tty"])):
+            conn = request.hijack(streams.RAW)
             _run_on_console(conn, id, options)
-        finally:
-            with _lock:
-                _sizes.pop(id, None)
-    else:
-        conn = request.hijack(streams.MULTIPLEXED)
-        _run_on_pipes(conn, id, options)
+        else:
+            conn = request.hijack(streams.MULTIPLEXED)
+            _run_on_pipes(conn, id, options)
+    finally:
+        with _lock:
+            _sizes.pop(id, None)
+            _attach.pop(id, None)
     conn.close_write()
     return None
 
