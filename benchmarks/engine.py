@@ -20,12 +20,10 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -34,45 +32,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.dockerd import DOCKER, UNCONFINED, start_or_why
 from benchmarks.timing import report, side_by_side
 from labkit import images
+from labkit.engine.process import EngineProcess
 
 RUN = ["run", "--rm", "--network", "none", "busybox", "true"]
 LOGGED = re.compile(r"(GET|POST|DELETE|HEAD) (\S+) (\d{3}) ([\d.]+)ms")
 
 
-class LabkitEngine:
-    """`python -m labkit.cli engine` on a socket of its own, for the length of the run."""
+class LabkitEngine(EngineProcess):
+    """`labkit engine` on a socket of its own for the length of the run, and the CLI's env."""
 
     def __init__(self, where: Path) -> None:
-        self.socket, self.log = where / "engine.sock", where / "engine.log"
+        super().__init__(where / "engine.sock", where / "engine.log", state=where / "s")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        self.env.update(
-            DOCKER_HOST=f"unix://{self.socket}",
-            DOCKER_CONFIG=str(where / "client"),
-            PYTHONPATH=str(Path(__file__).resolve().parents[1]),
-        )
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "labkit.cli", "engine", "--socket", str(self.socket)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while self.docker("version").returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"labkit's engine did not start: {self.log.read_text()[-800:]}")
-            time.sleep(0.1)
+        self.env.update(DOCKER_HOST=f"unix://{self.socket}", DOCKER_CONFIG=str(where / "client"))
+        self.start()
 
     def docker(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([DOCKER, *args], env=self.env, capture_output=True, timeout=120)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
 
 
 def command(argv: list[str], env: dict[str, str]):
@@ -127,7 +103,7 @@ def main() -> int:
             dockerd.docker("load", "-i", str(archive))
             run = [DOCKER, RUN[0], *UNCONFINED, *RUN[1:]]  # labkit's engine applies none
             contenders["docker run --rm (dockerd)"] = command(run, dockerd.env)
-        skip = len(engine.log.read_text().splitlines())
+        skip = len(engine.log_path.read_text().splitlines())
         samples = side_by_side(contenders, args.runs)
         reference = "docker run --rm (dockerd)" if dockerd else "docker run --rm (labkit's engine)"
         title = f"`docker run --rm --network none busybox true`, {args.runs} runs each"
@@ -136,7 +112,7 @@ def main() -> int:
         report(title, samples, reference)
         if dockerd is None:
             print(f"dockerd: left out ({why})")
-        engine_breakdown(engine.log.read_text(), skip)
+        engine_breakdown(engine.log_path.read_text(), skip)
     finally:
         if dockerd is not None:
             dockerd.stop()

@@ -6,7 +6,7 @@ arguments as the man page, and turns a failure into an ``OSError`` that keeps th
 the call, for example ``OSError(EPERM, "unshare(CLONE_NEWUTS): Operation not permitted")``.
 
 Read ``man 2 unshare``, ``man 2 setns``, ``man 2 mount``, ``man 2 umount``, ``man 2 pivot_root``,
-``man 2 sethostname`` and ``man 2 prctl`` beside this file.
+``man 2 sethostname``, ``man 2 prctl`` and ``man 7 inotify`` beside this file.
 """
 
 from __future__ import annotations
@@ -268,3 +268,23 @@ def statfs(path: str) -> int:
     _check(_libc.statfs(_b(path), ctypes.byref(buf)), f"statfs({path!r})")
     # f_type is a signed long in glibc; the magic numbers are unsigned 32-bit values.
     return buf.f_type & 0xFFFFFFFF
+
+
+# inotify, from <sys/inotify.h>: which changes to a directory's entries to be told of.
+IN_MOVED_TO = 0x00000080  # a file was renamed into it (how a JSON record is replaced whole)
+IN_DELETE = 0x00000200  # an entry was removed
+IN_DELETE_SELF = 0x00000400  # the watched directory itself was removed
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+
+def inotify_init1(flags: int = IN_CLOEXEC) -> int:
+    """Ask the kernel for an inotify instance: a file descriptor that becomes readable when a
+    watched path changes (select/poll wait on it, no polling of the file system)."""
+    return _check(_libc.inotify_init1(ctypes.c_int(flags)), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    """Ask the kernel to report the changes in *mask* to *path* on the inotify *fd*."""
+    result = _libc.inotify_add_watch(ctypes.c_int(fd), _b(path), ctypes.c_uint32(mask))
+    return _check(result, f"inotify_add_watch({path!r})")

@@ -11,29 +11,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from labkit import cleanup, images
+from labkit.engine.process import EngineProcess
 from labkit.lab.engine import UnixHTTPConnection  # the API by hand, as lesson 50 shows it
 
 DOCKER = "/usr/bin/docker"  # Debian's docker.io: the client CI has
 
 
 @dataclass
-class Engine:
-    socket: Path
-    state: Path
-    log_path: Path
-    config: Path
-    proc: subprocess.Popen | None = None
+class Engine(EngineProcess):
+    """The engine process (start, stop), and the clients pointed at it."""
+
+    config: Path | None = None
     archive: Path | None = None
 
     @property
@@ -76,36 +72,6 @@ class Engine:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def start(self) -> None:
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labkit.cli", "engine", "--socket", str(self.socket)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the engine exited at start: {self.log()[-2000:]}")
-            try:
-                if self.request("GET", "/_ping")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("the engine did not answer /_ping within 30 s")
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-            raise AssertionError("the engine did not stop within 15 s of SIGTERM") from None
-
 
 def busybox_archive(path: Path) -> Path:
     """An archive of labkit's busybox image, as `labkit image export` writes it; the store is
@@ -123,7 +89,9 @@ def engine():
         pytest.skip("Debian's docker CLI is missing: run 'sudo scripts/setup test' (docker.io)")
     # A short state dir: the manager's monitors bind unix sockets below it (108 bytes at most).
     base = Path(tempfile.mkdtemp(prefix="lke", dir="/tmp"))
-    e = Engine(base / "engine.sock", base / "s", base / "engine.log", base / "docker-config")
+    e = Engine(
+        base / "engine.sock", base / "engine.log", state=base / "s", config=base / "docker-config"
+    )
     e.config.mkdir()
     saved = os.environ.get("LABKIT_STATE_DIR")
     os.environ["LABKIT_STATE_DIR"] = str(e.state)
@@ -131,12 +99,12 @@ def engine():
         e.archive = busybox_archive(base / "busybox.tar")
         e.start()
         yield e
-        if e.proc.poll() is None:
-            assert e.stop() == 0
+        if e.running:
+            assert e.stop() == 0, "the engine did not stop within 15 s of SIGTERM"
         assert not e.socket.exists(), "the engine left its socket behind"
+        assert not (e.state / "managed").exists(), "the manager's records directory was left"
     finally:
-        if e.proc is not None and e.proc.poll() is None:
-            e.proc.kill()
+        e.stop()
         cleanup.cleanup()
         shutil.rmtree(base, ignore_errors=True)
         if saved is None:

@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import socket
 import struct
 import subprocess
 import termios
@@ -31,6 +32,9 @@ def box(loaded):
     the bridge), both kept for the module and removed by its clean-up."""
     manager.bridge()
     return loaded
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def no_containers(e) -> bool:
@@ -61,6 +65,17 @@ def test_run_rm_prints_the_output_and_exits_with_the_code(box):
 def test_a_command_that_cannot_run_exits_127_and_leaves_nothing(box):
     result = box.docker("run", "--rm", "busybox", "no-such-command")
     assert result.returncode == 127 and "executable file not found" in result.stderr
+    assert no_containers(box)
+    # Without --rm it stays created, and says why, as with dockerd; the attach (made before
+    # the start, with stdin: -i) ends with the failed start.
+    kept = box.docker("run", "-i", "--name", "cannot", "busybox", "no-such-command", input="")
+    assert kept.returncode == 127
+    (state,) = json.loads(box.docker("inspect", "cannot", check=True).stdout)
+    assert (state["State"]["Status"], state["State"]["ExitCode"]) == ("created", 127)
+    assert "no-such-command" in state["State"]["Error"]
+    attach = re.compile(rf"end of POST \S+/containers/{state['Id']}/attach")
+    assert wait_until(lambda: attach.search(box.log()), 10)
+    box.docker("rm", "cannot", check=True)
     assert no_containers(box)
 
 
@@ -160,10 +175,10 @@ def test_run_i_passes_stdin_to_the_container(box):
     assert no_containers(box)
 
 
-def _on_a_pty(e, *args, timeout: float = 60) -> tuple[int, bytes]:
-    """Run the docker CLI with a terminal of 24 rows and 80 columns; (exit status, output)."""
+def _on_a_pty(e, *args, size=(24, 80), timeout: float = 60) -> tuple[int, bytes]:
+    """Run the docker CLI with a terminal of *size* (rows, columns); (exit status, output)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     proc = subprocess.Popen(
         [DOCKER, *args], env=e.env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
     )
@@ -191,29 +206,71 @@ def test_run_it_gets_a_terminal(box):
     assert no_containers(box)
 
 
-@pytest.mark.xfail(
-    reason="CLI 20.10 resizes only after start's answer; on a loaded host the "
-    "resize has come after the container's 5 s wait (cause not found yet)",
-    strict=False,
-)
-def test_run_it_terminal_has_the_clients_size(box):
+# A size no program falls back to: the client's own, or none.
+ODD_SIZE = (33, 101)
+
+
+def test_run_it_terminal_gets_the_clients_size(box):
+    # CLI 20.10 (API 1.41: no ConsoleSize in create) sends resize only after start's answer,
+    # as it does to dockerd 20.10: the container may start on a terminal of 0 rows and columns
+    # (busybox's `stty size` then prints nothing, on stdout), so it waits for the size, bounded.
     sized = (
-        'i=0; until s=$(stty size 2>/dev/null) && [ "$s" != "0 0" ] || [ $i -ge 100 ]; '
-        'do sleep 0.05; i=$((i+1)); done; echo "$s"'
+        'i=0; until s=$(stty size 2>/dev/null) && [ -n "$s" ] && [ "$s" != "0 0" ] '
+        '|| [ $i -ge 200 ]; do sleep 0.05; i=$((i+1)); done; echo "size $s"'
     )
-    status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c", sized)
-    assert status == 0 and b"24 80" in out, out
+    status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c", sized, size=ODD_SIZE)
+    assert status == 0 and b"size 33 101\r\n" in out, out
     assert no_containers(box)
 
 
 def test_exec_it_gets_a_terminal(box):
     box.docker("run", "-d", "--name", "term", "busybox", "sleep", "300", check=True)
+    script = "tty; stty size; : > /dev/tty && echo controlling; exit 4"
     try:
-        status, out = _on_a_pty(box, "exec", "-it", "term", "sh", "-c", "tty; stty size; exit 4")
-        # The terminal is the container's own (/dev/pts there), of the client's size.
-        assert status == 4 and re.search(rb"^/dev/pts/\d+\r\n24 80", out), out
+        status, out = _on_a_pty(box, "exec", "-it", "term", "sh", "-c", script, size=ODD_SIZE)
+        # The terminal is the container's own (/dev/pts there), the process's controlling
+        # terminal (a shell has job control), of the client's size.
+        assert status == 4 and re.search(rb"^/dev/pts/\d+\r\n33 101\r\ncontrolling\r\n", out), out
     finally:
         box.docker("rm", "-f", "term")
+
+
+def test_exec_with_a_console_size_starts_on_a_terminal_of_that_size(box):
+    # API 1.42+ clients (docker 23 on) send the size with the exec: no resize race then.
+    box.docker("run", "-d", "--name", "sized", "busybox", "sleep", "300", check=True)
+    try:
+        body = {
+            "Cmd": ["stty", "size"],
+            "Tty": True,
+            "AttachStdout": True,
+            "ConsoleSize": [33, 101],
+        }
+        status, _, made = box.request(
+            "POST", "/v1.44/containers/sized/exec", json.dumps(body), JSON
+        )
+        assert status == 201, made
+        exec_id = json.loads(made)["Id"]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(box.socket))
+            start = json.dumps({"Detach": False, "Tty": True}).encode()
+            s.sendall(
+                f"POST /v1.44/exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\n"
+                "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(start)}\r\n\r\n".encode()
+                + start
+            )
+            s.shutdown(socket.SHUT_WR)  # no input: the CLI half-closes too
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        head, _, out = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101") and out == b"33 101\r\n", answer
+        bad = dict(body, ConsoleSize=["tall", 80])
+        status, _, said = box.request("POST", "/v1.44/containers/sized/exec", json.dumps(bad), JSON)
+        assert status == 400 and b"ConsoleSize" in said
+    finally:
+        box.docker("rm", "-f", "sized")
 
 
 def test_a_memory_limit_holds_and_the_oom_kill_shows_in_inspect(box):

@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.dockerd import UNCONFINED, PrivateDockerd, unavailable
 from labkit import images, rootfs
-from labkit.container import manager
+from labkit.lab.engine import UnixHTTPConnection
 
 from .engine_env import engine  # noqa: F401  (a fixture)
 
@@ -37,10 +37,6 @@ def dockerd(engine):  # noqa: F811  (the engine first: its state dir)
     if why:
         pytest.skip(f"no private dockerd to compare with: {why}")
     rules = _ruleset()
-    # The engine's container records (and their lock) stay for the engine's life, and its
-    # module clean-up removes them: made here, so the per-test leftover check does not count
-    # them against the first test that runs a container.
-    manager.records_dir().mkdir(parents=True, exist_ok=True)
     daemon = PrivateDockerd()
     try:
         yield daemon.start()
@@ -80,6 +76,7 @@ def test_an_archive_docker_save_wrote_loads_into_labkit_and_runs(engine, dockerd
     assert ours["Id"] == theirs["Id"]  # the same config bytes: the same image id
     assert ours["RootFS"]["Layers"] == theirs["RootFS"]["Layers"]
     assert ours["Config"]["Cmd"] == theirs["Config"]["Cmd"] == ["/bin/sh"]
+    assert ours["Config"] == theirs["Config"]  # every key, as dockerd's own image shows it
     assert "GREETING=from-dockerd" in ours["Config"]["Env"]
 
     # No network: the lab bridge the default would make is another test's subject.
@@ -121,6 +118,35 @@ def test_an_image_labkit_saves_loads_into_dockerd_as_dockerd_expects(engine, doc
         "run", *UNCONFINED, "--rm", "--network", "none", "busybox:latest", "echo", "hi"
     )
     assert ran.stdout == "hi\n"
+    dockerd.docker("rmi", "busybox:latest")
+    engine.docker("rmi", "busybox:latest", check=True)
+    assert images.list_images() == []
+
+
+def _image_json(sock, name: str) -> dict:
+    """GET /images/NAME/json by hand, with the API version the docker CLI 20.10 speaks."""
+    conn = UnixHTTPConnection(str(sock))
+    try:
+        conn.request("GET", f"/v1.41/images/{name}/json")
+        answer = conn.getresponse()
+        assert answer.status == 200
+        return json.loads(answer.read())
+    finally:
+        conn.close()
+
+
+def test_image_inspect_has_dockerds_keys_and_nulls_for_the_same_archive(engine, dockerd):
+    engine.docker("load", "-i", str(engine.archive), check=True)
+    dockerd.docker("load", "-i", str(engine.archive))
+    ours = _image_json(engine.socket, "busybox:latest")
+    theirs = _image_json(dockerd.socket, "busybox:latest")
+    assert set(ours) == set(theirs)
+    for part in ("Config", "ContainerConfig"):
+        # Every key, unset ones as dockerd writes them: "Entrypoint": null, "Labels": null...
+        assert ours[part] == theirs[part], part
+    assert theirs["Config"]["Entrypoint"] is None  # (the archive sets none: a real null)
+    for key in ("Id", "RepoTags", "Created", "Author", "Comment", "RootFS", "Os"):
+        assert ours[key] == theirs[key], key
     dockerd.docker("rmi", "busybox:latest")
     engine.docker("rmi", "busybox:latest", check=True)
     assert images.list_images() == []

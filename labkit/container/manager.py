@@ -16,8 +16,8 @@ An engine such as dockerd adds everything around it, and so does this module:
 - Docker's commands: start, stop (SIGTERM, then SIGKILL), kill, restart, wait, rm, logs,
   attach, exec, top, stats, inspect.
 
-Records live below ``<state dir>/managed/<id>``; ``labkit cleanup`` removes them and everything
-they made (see ``remove_leftovers``).
+Records live below ``<state dir>/managed/<id>``, and the directory goes with the last of them;
+``labkit cleanup`` removes them and everything they made (see ``remove_leftovers``).
 """
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import channel, forkserver
+from .. import sys as ksys
 from ..errors import BadInput, LabkitError, require_root
 from ..proc import stat as proc_stat
 from ..state import state_dir
@@ -128,16 +130,65 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+_held = threading.local()  # how deep this thread is in records_lock (it may nest)
+
+
 @contextlib.contextmanager
 def records_lock():
-    """One engine action at a time on the records (names must stay unique)."""
-    records_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(records_dir() / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+    """One engine action at a time on the records (names must stay unique).
+
+    The lock is ``flock`` on ``managed/.lock``. The last one out removes the directory when it
+    holds no container (``_remove_if_unused``), so a lock taken is checked to be still linked:
+    one that was unlinked while we waited for it locks nothing, and is taken anew."""
+    depth = getattr(_held, "depth", 0)
+    if depth:  # this thread holds it already (remove_record from create's failure)
+        _held.depth += 1
+        try:
+            yield
+        finally:
+            _held.depth -= 1
+        return
+    for _ in range(100):  # each turn: the last one out removed the lock as we came
+        records_dir().mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(records_dir() / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
+        if os.fstat(fd).st_nlink:
+            break
         os.close(fd)
+    else:
+        raise LabkitError(f"could not lock {records_dir()}: run 'labkit cleanup'.")
+    _held.depth = 1
+    try:
+        yield
+        _remove_if_unused()
+    finally:
+        _held.depth = 0
+        os.close(fd)
+
+
+def _remove_if_unused(exits: bool = False) -> None:
+    """Remove the records directory (its lock, the kept exits) if it holds no container; with
+    *exits*, even if it keeps the exit of a container removed a moment ago (for a ``wait``).
+    The caller holds the lock."""
+    _prune_tombstones(0 if exits else TOMBSTONE_SECONDS)
+    base = records_dir()
+    with contextlib.suppress(OSError):  # a record or an exit is there (or came meanwhile)
+        if set(os.listdir(base)) <= {".lock", ".exits"}:
+            with contextlib.suppress(FileNotFoundError):
+                (base / ".exits").rmdir()
+            (base / ".lock").unlink()
+            base.rmdir()
+
+
+def tidy_records() -> None:
+    """No engine is left to wait for them: drop the kept exits, and the records directory if it
+    holds no container (what an engine does as it stops)."""
+    if records_dir().is_dir():
+        with records_lock():
+            _remove_if_unused(exits=True)
 
 
 # --- the record -----------------------------------------------------------------------------------
@@ -493,6 +544,7 @@ def create(config: dict, host_config: dict | None = None, name: str | None = Non
             "letter or digit, at least two characters."
         )
     host_config.setdefault("NetworkMode", "none")
+    host_config["LogConfig"] = _log_config(host_config.get("LogConfig"))
     from .. import images
 
     with records_lock():
@@ -537,6 +589,20 @@ def create(config: dict, host_config: dict | None = None, name: str | None = Non
     return c
 
 
+def _log_config(asked) -> dict:
+    """The log driver, as dockerd fills it in: the monitor keeps the output in Docker's
+    json-file format (``logs.py``), the one driver there is here."""
+    asked = asked if isinstance(asked, dict) else {}
+    if asked.get("Type") not in (None, "", "json-file"):
+        raise BadInput(
+            f"the log driver {str(asked['Type'])[:40]!r} is not available: labkit keeps every "
+            "container's output as json-file does (leave --log-driver out)."
+        )
+    if asked.get("Config"):
+        raise BadInput("labkit's json-file log takes no options: leave --log-opt out.")
+    return {"Type": "json-file", "Config": {}}
+
+
 def _prepare_root(root: str, config: dict) -> None:
     """Check the user exists in the image, and make the working directory, as Docker does."""
     dockerconfig.user(root, config.get("User") or "")
@@ -564,16 +630,27 @@ def start(ref: str | Container) -> Container:
     with open(c.dir / "monitor.err", "ab") as err:  # the monitor's own errors, if any
         status = _start_monitor({"mode": "container", "dir": str(c.dir)}, stderr=err)
     message = status.read(START_TIMEOUT)
-    if message is None:
+    if message is None or message["event"] != "running":
         status.close()
-        err = (c.dir / "monitor.err").read_text(errors="replace").strip().splitlines()
-        raise StartError(
-            "the container's monitor ended before the container started"
-            + (f": {err[-1]}" if err else ".")
-        )
-    if message["event"] != "running":
-        status.close()
-        raise StartError(*_monitor_error(message))
+        if message is None:
+            err = (c.dir / "monitor.err").read_text(errors="replace").strip().splitlines()
+            error = StartError(
+                "the container's monitor ended before the container started"
+                + (f": {err[-1]}" if err else ".")
+            )
+        else:
+            error = StartError(*_monitor_error(message))
+        if c.host_config.get("AutoRemove"):
+            # As dockerd: a --rm container that cannot start is removed, not left "Created".
+            with contextlib.suppress(LabkitError, OSError):
+                remove(c, force=True)
+        else:  # as dockerd, inspect says why (and an attach waiting for output ends)
+            with contextlib.suppress(OSError):
+                write_json(
+                    c.dir / "state.json",
+                    {"Status": "created", "ExitCode": error.exit_code, "Error": str(error)},
+                )
+        raise error
     try:
         c = get(c)  # the record as the monitor wrote it: running
     except NotFound:
@@ -699,8 +776,13 @@ def wait(
     while True:
         state = c.state() if (c.dir / "config.json").exists() else None
         if state is None:  # removed: AutoRemove left the exit in a tombstone
-            gone = _read_json(_tombstone(c.id)) or {}
-            return {"StatusCode": gone.get("ExitCode", 0), "Error": None}
+            gone = _take_tombstone(c.id)
+            if gone is not None:
+                return {"StatusCode": gone["ExitCode"], "Error": None}
+            return {
+                "StatusCode": -1,
+                "Error": {"Message": f"container {c.short_id} was removed; its exit is unknown"},
+            }
         running = state["Status"] == "running"
         first_start = first_start or state["StartedAt"]
         # A run shorter than one poll is seen by its new StartedAt, not as "running".
@@ -714,7 +796,7 @@ def wait(
         time.sleep(0.01)
 
 
-TOMBSTONE_SECONDS = 60.0  # how long the exit of a removed (AutoRemove) container is kept
+TOMBSTONE_SECONDS = 60.0  # how long the exit of a removed (AutoRemove) container is kept unread
 
 
 def _tombstone(cid: str) -> Path:
@@ -728,11 +810,22 @@ def write_tombstone(c: Container, state: dict) -> None:
     write_json(path, {"ExitCode": state["ExitCode"], "FinishedAt": state["FinishedAt"]})
 
 
-def _prune_tombstones() -> None:
+def _take_tombstone(cid: str) -> dict | None:
+    """The kept exit of removed container *cid*, read once: the wait it was kept for has it."""
+    path = _tombstone(cid)
+    gone = _read_json(path)
+    if gone is not None:
+        with records_lock():  # the last one out takes the directory with it
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return gone
+
+
+def _prune_tombstones(older_than: float = TOMBSTONE_SECONDS) -> None:
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(records_dir() / ".exits"):
             with contextlib.suppress(FileNotFoundError):
-                if time.time() - entry.stat().st_mtime > TOMBSTONE_SECONDS:
+                if time.time() - entry.stat().st_mtime >= older_than:
                     os.unlink(entry.path)
 
 
@@ -798,9 +891,8 @@ def remove_record(c: Container) -> None:
     if (images.roots_dir() / c.root_name).exists():
         with contextlib.suppress(LabkitError, OSError):
             images.unmount_root(c.root_name)
-    shutil.rmtree(c.dir, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        records_dir().rmdir()  # fails while the lock file or other records are there
+    with records_lock():  # the last record out takes the directory with it
+        shutil.rmtree(c.dir, ignore_errors=True)
 
 
 def _kill_monitor(c: Container) -> None:
@@ -902,26 +994,86 @@ def logs(
         yield entry
 
 
+def _may_run(state: dict) -> bool:
+    """Running, or created and not yet started (a start that failed left its Error)."""
+    return state["Status"] == "running" or (state["Status"] == "created" and not state["Error"])
+
+
 def _follower(c: Container):
     """For logs.read: go on while the container may still write (created or running)."""
 
     def more() -> bool:
         try:
-            return (c.dir / "config.json").exists() and c.status in ("created", "running")
+            return (c.dir / "config.json").exists() and _may_run(c.state())
         except (OSError, ValueError):
             return False
 
     return more
 
 
+def _left_created(c: Container, timeout: float) -> bool:
+    """Wait, at most *timeout* s, until the container is no longer just created (it runs, ran,
+    failed to start or was removed); whether it did.
+
+    No polling: the monitor replaces ``state.json`` by a rename at each change (and removes it,
+    or the whole directory), and inotify wakes us at each of those."""
+    deadline = time.monotonic() + timeout
+    fd = ksys.inotify_init1(ksys.IN_CLOEXEC | ksys.IN_NONBLOCK)
+    try:
+        try:
+            changes = ksys.IN_MOVED_TO | ksys.IN_DELETE | ksys.IN_DELETE_SELF
+            ksys.inotify_add_watch(fd, str(c.dir), changes)
+        except FileNotFoundError:
+            return True  # removed already
+        while True:
+            # Looked at after the watch is set: a change between the two is not missed.
+            state = c.state()  # (a start that failed leaves it created, with its Error)
+            if not (c.dir / "config.json").exists() or state["Status"] != "created":
+                return True
+            if state["Error"]:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 65536)  # the events themselves: we only needed the wake-up
+    finally:
+        os.close(fd)
+
+
 class Attach:
-    """A connection to a container's streams: output as LogEntry items, input to its stdin."""
+    """A connection to a container's streams: output as LogEntry items, input to its stdin.
+
+    Attached before start (``docker run -i`` does that), stdin connects when the container
+    runs: the first write waits for it (at most START_TIMEOUT), and what the container
+    never ran to read is refused with BrokenPipeError."""
 
     def __init__(self, c: Container, stdin: bool, stdout: bool, stderr: bool, logs: bool):
         self.container = c
         self.streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
-        self._offset = 0 if logs or c.status == "created" else c.log_path.stat().st_size
-        self._stdin = _client(c, {"op": "stdin"}) if stdin else None
+        created = c.status == "created"
+        self._offset = 0 if logs or created else c.log_path.stat().st_size
+        self._stdin = _client(c, {"op": "stdin"}) if stdin and not created else None
+        self._late_stdin = stdin and created
+
+    def _stdin_socket(self) -> socket.socket:
+        if self._stdin is None and self._late_stdin:
+            self._late_stdin = False
+            c = self.container
+            if not _left_created(c, START_TIMEOUT):
+                raise BrokenPipeError(
+                    f"container {c.name.lstrip('/')} was not started within "
+                    f"{START_TIMEOUT:g} s: its stdin is closed."
+                )
+            try:
+                self._stdin = _client(c, {"op": "stdin"})
+            except NotRunning:  # it ran and exited (or never ran) before we got there
+                raise BrokenPipeError(
+                    f"container {c.name.lstrip('/')} is not running: its stdin is closed."
+                ) from None
+        if self._stdin is None:
+            raise BadInput("this attach has no stdin: attach with stdin=True.")
+        return self._stdin
 
     def output(self) -> Iterator[LogEntry]:
         """The output from now on (with logs: from the start) until the container stops."""
@@ -938,15 +1090,14 @@ class Attach:
                 yield entry
 
     def write(self, data: bytes) -> None:
-        if self._stdin is None:
-            raise BadInput("this attach has no stdin: attach with stdin=True.")
-        self._stdin.sendall(data)
+        self._stdin_socket().sendall(data)
 
     def close_stdin(self) -> None:
         """End of input: the container's stdin closes (when the container has StdinOnce)."""
-        if self._stdin is not None:
-            with contextlib.suppress(OSError):
-                self._stdin.shutdown(socket.SHUT_WR)
+        if self._stdin is None and not self._late_stdin:
+            return
+        with contextlib.suppress(OSError):
+            self._stdin_socket().shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         if self._stdin is not None:
@@ -962,7 +1113,7 @@ def attach(
     logs: bool = False,
     stream: bool = True,
 ) -> Attach:
-    """Attach to the container's streams (Docker's ``attach``); stdin needs it running."""
+    """Attach to the container's streams (Docker's ``attach``), before or after its start."""
     c = get(ref)
     if stdin and not c.config.get("OpenStdin"):
         raise BadInput("the container was not created with an open stdin (-i).")

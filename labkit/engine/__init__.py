@@ -8,4 +8,5 @@ which drives ``labkit.container.manager`` and ``labkit.images``; they drive the 
 - ``streams``: stdout and stderr multiplexed into frames, stdin from a hijacked connection.
 - ``errors``: Docker's error JSON and the HTTP status of each kind of error.
 - ``system``, ``images``, ``containers``, ``execs``: the endpoints, one module per object kind.
+- ``process``: a ``labkit engine`` process started and stopped from Python (lesson 50, tests).
 """

@@ -70,13 +70,7 @@ def list_containers(request) -> Reply:
 
 @route("GET", "/containers/{id}/json")
 def inspect(request, id: str) -> Reply:
-    doc = manager.get(id).inspect()
-    # docker-py reads the log driver here to decide whether it may read logs; the manager's
-    # log is Docker's json-file format. (A stopgap: the manager's record should carry it.)
-    log_config = doc.setdefault("HostConfig", {}).get("LogConfig") or {}
-    if not log_config.get("Type"):
-        doc["HostConfig"]["LogConfig"] = {"Type": "json-file", "Config": {}}
-    return Reply(200, doc)
+    return Reply(200, manager.get(id).inspect())
 
 
 # --- the life cycle ------------------------------------------------------------------------
@@ -100,11 +94,7 @@ def start(request, id: str) -> Reply:
         return Reply(304)
     try:
         manager.start(id)
-    except manager.StartError as e:
-        # dockerd removes an AutoRemove container that failed to start (a stopgap: the
-        # manager should, see helpers/engine-needs.md).
-        if manager.get(id).host_config.get("AutoRemove"):
-            manager.remove(id, force=True)
+    except manager.StartError as e:  # (an AutoRemove container is gone with it)
         raise BadRequest(_start_message(e)) from None
     return Reply(204)
 
@@ -208,58 +198,29 @@ def logs(request, id: str) -> None:
     stream.close()
 
 
-class _LateStdin:
-    """Stdin for an attach made before start (docker run -i does that): it connects once the
-    container runs. A stopgap until the manager's Attach connects stdin lazily itself."""
-
-    def __init__(self, ref: str) -> None:
-        self.ref = ref
-        self.session = None
-
-    def write(self, data: bytes) -> None:
-        if self.session is None:
-            deadline = time.monotonic() + manager.START_TIMEOUT
-            while manager.get(self.ref).status == "created" and time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.session = manager.attach(self.ref, stdin=True, stdout=False, stderr=False)
-        self.session.write(data)
-
-    def close_stdin(self) -> None:
-        if self.session is None:
-            self.write(b"")
-        self.session.close_stdin()
-
-    def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-
-
 @route("POST", "/containers/{id}/attach")
 def attach(request, id: str) -> None:
     tty = _tty(id)
     want_stdin = request.flag("stdin")
-    late = want_stdin and manager.get(id).status == "created"
+    # Before start too (docker run -i): the manager connects stdin once the container runs.
     session = manager.attach(
         id,
-        stdin=want_stdin and not late,
+        stdin=want_stdin,
         stdout=request.flag("stdout"),
         stderr=request.flag("stderr"),
         logs=request.flag("logs"),
         stream=request.flag("stream", True),
     )
-    stdin = _LateStdin(id) if late else session
     try:
         conn = request.hijack(streams.content_type(tty))
         if want_stdin:
-            streams.pump_stdin(conn, stdin.write, stdin.close_stdin)
+            streams.pump_stdin(conn, session.write, session.close_stdin)
         else:
             streams.drain_input(conn)
         streams.send_output(conn, session.output(), tty)
         conn.close_write()
     finally:
         session.close()
-        if late:
-            stdin.close()
 
 
 # --- stats ---------------------------------------------------------------------------------

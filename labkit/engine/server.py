@@ -74,8 +74,8 @@ def default_socket() -> Path:
 # --- the engines that run: a record each, so `labkit cleanup` can find and stop them ------------
 
 
-def _records() -> Path:
-    return state_dir() / "engines"
+def _records(state: Path | None = None) -> Path:
+    return (state or state_dir()) / "engines"
 
 
 def _record_self(path: Path) -> Path:
@@ -123,11 +123,19 @@ def remove_leftovers(timeout: float = 10.0) -> None:
     for pid, path in engines:
         if _alive(pid):
             proc.signal_each([pid], signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            if stat.S_ISSOCK(os.lstat(path).st_mode):
-                os.unlink(path)  # a killed engine could not remove its socket
+        forget(pid, path)
     if _records().is_dir():
         shutil.rmtree(_records(), ignore_errors=True)
+
+
+def forget(pid: int, path: str | os.PathLike, state: Path | None = None) -> None:
+    """Remove the socket and the record of engine *pid*, killed before it could (SIGKILL)."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        (_records(state) / f"{pid}.json").unlink()
+        _records(state).rmdir()  # the last engine's
 
 
 class Log:
@@ -496,6 +504,11 @@ def serve(
             with contextlib.suppress(OSError):
                 record.unlink()
                 record.parent.rmdir()  # the last engine out
+            if not running():  # nobody is left to wait for a removed container's exit
+                from ..container import manager
+
+                with contextlib.suppress(LabkitError, OSError):
+                    manager.tidy_records()
         try:
             os.unlink(path)
         except FileNotFoundError:

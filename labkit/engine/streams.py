@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import stat
 import struct
 import termios
 import threading
@@ -102,39 +101,3 @@ def read_fd(fd: int, stream: str) -> Iterable:
 def set_window(fd: int, height: int, width: int) -> None:
     """TIOCSWINSZ on a pty: the size a terminal program (vi, top) lays itself out for."""
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-
-
-# ioctl numbers from <asm-generic/ioctls.h> (x86, arm64): Python's termios lacks these two.
-_TIOCGPTN = 0x80045430  # the number N of the pty behind a ptmx fd (its /dev/pts/N)
-_TIOCSPTLCK = 0x40045431  # unlockpt(3): let the slave be opened
-_PTY_SLAVE_MAJORS = range(136, 144)  # UNIX98 pty slaves
-
-
-def open_pty(root: str) -> tuple[int, int]:
-    """A pty made in the devpts of the file system at *root* (a container's /proc/PID/root),
-    so the process finds its terminal in its own /dev/pts, as runc makes a console.
-
-    The container's root owns every path below *root*: a link there may point anywhere on the
-    host. So each end is checked by what the kernel says it is (a ptmx, then pty slave N)
-    before a byte goes through it."""
-    master = os.open(f"{root}/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        st = os.fstat(master)
-        if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (5, 2):
-            raise OSError(f"{root}/dev/pts/ptmx is not a ptmx device")
-        fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
-        number = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
-        slave = os.open(f"{root}/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except BaseException:
-        os.close(master)
-        raise
-    st = os.fstat(slave)
-    if not (
-        stat.S_ISCHR(st.st_mode)
-        and os.major(st.st_rdev) in _PTY_SLAVE_MAJORS
-        and (os.major(st.st_rdev) - 136) * 256 + os.minor(st.st_rdev) == number
-    ):
-        os.close(slave)
-        os.close(master)
-        raise OSError(f"{root}/dev/pts/{number} is not the pty slave of its ptmx")
-    return master, slave

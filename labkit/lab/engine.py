@@ -8,7 +8,6 @@ default socket. The clients are the real ones: Debian's docker CLI, and raw HTTP
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import http.client
 import json
@@ -18,13 +17,13 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import images
 from ..engine import server
+from ..engine.process import EngineProcess
 from ..errors import BadInput, LabkitError
 from ..state import state_dir
 from .checks import Verdict, graded, not_done, verdict
@@ -138,13 +137,10 @@ def requests_in_words(logged: list[Logged]) -> str:
 
 
 @dataclass
-class Engine:
+class Engine(EngineProcess):
     """A ``labkit engine`` process serving the lesson's socket, and the docker CLI pointed at it."""
 
-    socket: Path
-    log_path: Path
-    config: Path
-    proc: subprocess.Popen | None = None
+    config: Path | None = None
 
     @property
     def env(self) -> dict:
@@ -200,15 +196,6 @@ class Engine:
         except ValueError:
             return answer.status, raw.decode(errors="replace")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-
 
 def _stop_earlier() -> None:
     """An engine an earlier run of the lesson left on its socket (a restarted notebook kernel)."""
@@ -229,26 +216,9 @@ def start_engine() -> Engine:
     d.mkdir(parents=True, exist_ok=True)
     (d / "docker-config").mkdir(exist_ok=True)
     images.busybox_image(IMAGE)
-    e = Engine(d / "engine.sock", d / "engine.log", d / "docker-config")
-    with open(e.log_path, "w") as log:
-        e.proc = subprocess.Popen(
-            [sys.executable, "-m", "labkit.cli", "engine", "--socket", str(e.socket)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # an interrupt in the notebook does not stop the engine
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if e.proc.poll() is not None:
-            raise LabkitError(f"the engine exited at start: {e.log_path.read_text()[-500:]}")
-        try:
-            if e.request("GET", "/_ping")[0] == 200:
-                return e
-        except OSError:
-            time.sleep(0.05)
-    e.stop()
-    raise LabkitError("the engine did not answer /_ping within 30 s: see " + str(e.log_path))
+    e = Engine(d / "engine.sock", d / "engine.log", config=d / "docker-config")
+    e.log_path.write_bytes(b"")  # this session's requests only
+    return e.start()
 
 
 def lesson_containers(e: Engine) -> list[str]:
@@ -265,14 +235,7 @@ def finish(e: Engine) -> str:
         e.request("DELETE", f"/containers/{cid}?force=1")
     e.stop()
     removed = images.remove(IMAGE) != []
-    shutil.rmtree(lesson_dir(), ignore_errors=True)
-    # The manager's records, if no container is left in them (only its lock and the exit codes
-    # of removed containers), and the engines' directory if no engine runs.
-    managed = state_dir() / "managed"
-    if managed.is_dir() and all(p.name.startswith(".") for p in managed.iterdir()):
-        shutil.rmtree(managed, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        (state_dir() / "engines").rmdir()
+    shutil.rmtree(lesson_dir(), ignore_errors=True)  # (the engine took its own records away)
     return (
         f"engine stopped: {e.proc is not None and e.proc.poll() is not None} | "
         f"image removed: {removed} | socket left: {e.socket.exists()}"
