@@ -208,29 +208,33 @@ def test_run_it_gets_a_terminal(box):
 
 # A size no program falls back to: the client's own, or none.
 ODD_SIZE = (33, 101)
+# The terminal's size once the client's resize has come, bounded in time.
+SIZED = (
+    'i=0; until s=$(stty size 2>/dev/null) && [ -n "$s" ] && [ "$s" != "0 0" ] '
+    '|| [ $i -ge 200 ]; do sleep 0.05; i=$((i+1)); done; echo "size $s"'
+)
 
 
 def test_run_it_terminal_gets_the_clients_size(box):
     # CLI 20.10 (API 1.41: no ConsoleSize in create) sends resize only after start's answer,
     # as it does to dockerd 20.10: the container may start on a terminal of 0 rows and columns
     # (busybox's `stty size` then prints nothing, on stdout), so it waits for the size, bounded.
-    sized = (
-        'i=0; until s=$(stty size 2>/dev/null) && [ -n "$s" ] && [ "$s" != "0 0" ] '
-        '|| [ $i -ge 200 ]; do sleep 0.05; i=$((i+1)); done; echo "size $s"'
-    )
-    status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c", sized, size=ODD_SIZE)
+    status, out = _on_a_pty(box, "run", "-it", "--rm", "busybox", "sh", "-c", SIZED, size=ODD_SIZE)
     assert status == 0 and b"size 33 101\r\n" in out, out
     assert no_containers(box)
 
 
 def test_exec_it_gets_a_terminal(box):
     box.docker("run", "-d", "--name", "term", "busybox", "sleep", "300", check=True)
-    script = "tty; stty size; : > /dev/tty && echo controlling; exit 4"
+    # CLI 20.10 resizes only after exec start's answer, as to dockerd: the command may start on
+    # a terminal of 0 rows and columns, so it waits for the size (SIZED).
+    script = f"tty; {SIZED}; : > /dev/tty && echo controlling; exit 4"
     try:
         status, out = _on_a_pty(box, "exec", "-it", "term", "sh", "-c", script, size=ODD_SIZE)
         # The terminal is the container's own (/dev/pts there), the process's controlling
         # terminal (a shell has job control), of the client's size.
-        assert status == 4 and re.search(rb"^/dev/pts/\d+\r\n33 101\r\ncontrolling\r\n", out), out
+        found = re.search(rb"^/dev/pts/\d+\r\nsize 33 101\r\ncontrolling\r\n", out)
+        assert status == 4 and found, out
     finally:
         box.docker("rm", "-f", "term")
 
@@ -271,6 +275,31 @@ def test_exec_with_a_console_size_starts_on_a_terminal_of_that_size(box):
         assert status == 400 and b"ConsoleSize" in said
     finally:
         box.docker("rm", "-f", "sized")
+
+
+def test_run_with_a_console_size_starts_on_a_terminal_of_that_size(box):
+    # docker 23 on sends HostConfig.ConsoleSize with create: the pty is made that size.
+    body = {
+        "Image": "busybox",
+        "Cmd": ["stty", "size"],
+        "Tty": True,
+        "HostConfig": {"ConsoleSize": [33, 101]},
+    }
+    status, _, made = box.request(
+        "POST", "/v1.44/containers/create?name=sizedrun", json.dumps(body), JSON
+    )
+    assert status == 201, made
+    try:
+        assert box.request("POST", "/v1.44/containers/sizedrun/start")[0] == 204
+        status, _, waited = box.request("POST", "/v1.44/containers/sizedrun/wait")
+        assert status == 200 and json.loads(waited)["StatusCode"] == 0, waited
+        status, _, out = box.request("GET", "/v1.44/containers/sizedrun/logs?stdout=1")
+        assert status == 200 and out == b"33 101\r\n", out
+        bad = dict(body, HostConfig={"ConsoleSize": [0, "wide"]})
+        status, _, said = box.request("POST", "/v1.44/containers/create", json.dumps(bad), JSON)
+        assert status == 400 and b"ConsoleSize" in said, said
+    finally:
+        box.docker("rm", "-f", "sizedrun")
 
 
 def test_a_memory_limit_holds_and_the_oom_kill_shows_in_inspect(box):

@@ -24,6 +24,7 @@ from . import capabilities
 from .spec import (
     CPU,
     DEFAULT_PATH,
+    ConsoleSize,
     Device,
     DeviceRule,
     Linux,
@@ -287,6 +288,7 @@ def check(config: dict, host_config: dict) -> None:
     capability_set(host_config)
     binds(host_config)
     resources(host_config)
+    console_size(host_config)
     workdir = config.get("WorkingDir") or ""
     if workdir and not workdir.startswith("/"):
         raise BadInput(f"working directory {workdir!r} must be an absolute path.")
@@ -359,6 +361,21 @@ def command(config: dict) -> list[str]:
     return list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
 
 
+def console_size(host_config: dict) -> ConsoleSize | None:
+    """HostConfig.ConsoleSize [rows, columns] (docker 23 on): the pty is made that size, so the
+    command never sees the 0x0 a terminal has before the client's first resize."""
+    value = host_config.get("ConsoleSize")
+    if value is None or value == [0, 0]:
+        return None
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(type(n) is int and 0 < n < 65536 for n in value)
+    ):
+        raise BadInput("ConsoleSize must be [rows, columns], whole numbers from 1 to 65535.")
+    return ConsoleSize(height=value[0], width=value[1])
+
+
 def to_spec(
     config: dict,
     host_config: dict,
@@ -381,6 +398,7 @@ def to_spec(
         cwd=config.get("WorkingDir") or "/",
         user=user(root, config.get("User") or ""),
         terminal=bool(config.get("Tty")),
+        console_size=console_size(host_config) if config.get("Tty") else None,
         capabilities=Capabilities(caps, caps, [], caps, []),
     )
     namespaces = [Namespace(k) for k in ("pid", "ipc", "uts", "mount")]
