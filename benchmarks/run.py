@@ -6,8 +6,9 @@ machine (and on how busy it is: run it on a quiet one).
 
     sudo .venv/bin/python benchmarks/run.py [--runs 20]
 
-- labkit run: the command line (a fresh Python for the command, one for the container's
-  monitor, and the runtime's init).
+- labkit run: the command line (a fresh Python for the command; it forks the container's
+  monitor, which forks the runtime's init: no other interpreter is started). The seccomp
+  filter is compiled once and kept below the state directory: the warm-up run compiles it.
 - labkit from Python: manager.create/start/wait in this process, as the engine does it.
 - docker run --rm --network none: the host's Docker engine where one answers with a busybox
   image; otherwise a private dockerd started for the run (benchmarks/dockerd.py, Debian's
