@@ -4,10 +4,11 @@ Each contender runs `true` in a busybox image with no network and is timed as a 
 "start it" to "it has exited and been removed". The ratios matter; absolute times depend on the
 machine (and on how busy it is: run it on a quiet one).
 
-    sudo .venv/bin/python benchmarks/run.py [--runs 20]
+    sudo .venv/bin/python benchmarks/run.py [--runs 20] [--also OTHER_TREE]
 
-- labkit run: the command line (a fresh Python for the command, one for the container's
-  monitor, and the runtime's init).
+- labkit run: the command line (a fresh Python for the command; it forks the container's
+  monitor, which forks the runtime's init: no other interpreter is started). The seccomp
+  filter is compiled once and kept below the state directory: the warm-up run compiles it.
 - labkit from Python: manager.create/start/wait in this process, as the engine does it.
 - docker run --rm --network none: the host's Docker engine where one answers with a busybox
   image; otherwise a private dockerd started for the run (benchmarks/dockerd.py, Debian's
@@ -45,6 +46,12 @@ def host_docker() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="runs of each, interleaved")
+    parser.add_argument(
+        "--also",
+        metavar="TREE",
+        help="a second labkit source tree (e.g. a checkout of main) whose `labkit run` runs "
+        "alongside, for a before/after in one run",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("benchmarks/run.py runs containers: run it with sudo.", file=sys.stderr)
@@ -66,6 +73,11 @@ def main() -> int:
             "labkit run --rm (command)": lambda: subprocess.run(cli, check=True, env=env),
             "labkit from Python": from_python,
         }
+        if args.also:
+            other = dict(env, PYTHONPATH=str(Path(args.also).resolve()))
+            contenders[f"labkit run --rm ({args.also})"] = lambda: subprocess.run(
+                cli, check=True, env=other
+            )
         docker_env, which, why = None, "the host's dockerd", None
         if host_docker():
             docker_env = dict(os.environ)

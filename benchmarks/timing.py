@@ -1,15 +1,18 @@
 """Timing contenders side by side: one loop for every benchmark that compares start-up times.
 
 Each contender is a callable that does the whole operation once. They run in turn, interleaved
-(A B C A B C ...), so that a change in the machine's load hits them all alike, after one
-warm-up run each (page cache, a fork server started on first use). The table gives medians and
-90th percentiles, and each median as a ratio of the reference's: the ratios are what matter,
-absolute times depend on the machine.
+(A B C, then C A B ...), so that a change in the machine's load hits them all alike, after one
+warm-up run each (page cache, a fork server started on first use). Each round takes them in a
+new order: what one leaves running behind it (dockerd tearing a container down after the
+docker client has returned) would otherwise always slow the same next one. The table gives
+medians and 90th percentiles, and each median as a ratio of the reference's: the ratios are
+what matter, absolute times depend on the machine.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import sys
 import time
@@ -21,10 +24,13 @@ def side_by_side(contenders: dict[str, Callable[[], object]], runs: int) -> dict
     for start in contenders.values():
         start()  # warm-up, not counted
     samples: dict[str, list[float]] = {name: [] for name in contenders}
+    order = list(contenders)
+    shuffle = random.Random(runs).shuffle  # the same orders for the same number of runs
     for _ in range(runs):
-        for name, start in contenders.items():
+        shuffle(order)
+        for name in order:
             t0 = time.perf_counter()
-            start()
+            contenders[name]()
             samples[name].append(time.perf_counter() - t0)
     return samples
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import loop, mountinfo, proc
 from . import sys as ksys
 from .errors import require_root
-from .state import state_dir
+from .state import CACHE, state_dir
 
 
 def _stages():
@@ -123,7 +123,8 @@ def _state_file_leftovers() -> list[str]:
     root = state_dir()
     if not root.exists():
         return []
-    return [f"file: {p}" for p in sorted(root.iterdir())]
+    # The cache holds nothing that runs or is mounted: not a leftover, though removed below.
+    return [f"file: {p}" for p in sorted(root.iterdir()) if p.name != CACHE]
 
 
 def _remove_state_files() -> None:

@@ -8,7 +8,9 @@ and PID namespaces and nothing else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 from . import sys as ksys
@@ -482,13 +484,27 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "command", None) and args.command[0] == "--":
         args.command = args.command[1:]
     try:
-        return args.func(args)
+        code = args.func(args)
     except LabkitError as e:
         print(f"labkit: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except OSError as e:
         print(f"labkit: {e}", file=sys.stderr)
-        return 1
+        code = 1
+    from .container import commands  # build_parser has imported it
+
+    if argv is None and words[0] in commands.NAMES:  # Docker's: no thread outlives the command
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's tear-down: it frees the ~150 modules a container needs one
+    by one (about 10 ms, a tenth of `labkit run`), and nothing of ours is left to clean up."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a reader that has gone (| head)
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ from pathlib import Path
 from .errors import BadInput
 
 PREFIX = "labkit"
+# Below the state directory, what labkit keeps only to be faster (compiled seccomp filters):
+# anything in it can be made again, so it is no leftover; `labkit cleanup` removes it all the same.
+CACHE = "cache"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -29,6 +32,11 @@ def subdir(*parts: str) -> Path:
     path = state_dir().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_dir(*parts: str) -> Path:
+    """A directory of the cache below the state directory (made by the code that writes it)."""
+    return state_dir().joinpath(CACHE, *parts)
 
 
 def check_name(name: str, what: str = "name") -> str:

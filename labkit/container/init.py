@@ -22,6 +22,7 @@ import os
 import time
 
 from ..channel import Channel
+from . import seccomp
 from .spec import Spec
 from .steps import STEPS, Setup
 
@@ -36,7 +37,7 @@ def fail(setup: Setup, step: str, error: BaseException) -> None:
 
 
 def receive_spec(channel: Channel, fds: list[int]) -> Setup:
-    """The checked spec and the plan from the parent, and what must be imported before pivot.
+    """The checked spec and the plan from the parent, and what must be read before pivot.
 
     fds: the exec FIFO's O_PATH handle, then the console socket if there is one.
     """
@@ -46,11 +47,9 @@ def receive_spec(channel: Channel, fds: list[int]) -> Setup:
     if len(fds) > 1:
         setup.console_fd = fds[1]
     if spec.linux.seccomp is not None:
-        # The fork server has it loaded (lifecycle asks it to): after pivot_root the library's
-        # files are out of reach.
-        import pyseccomp
-
-        setup.seccomp = pyseccomp
+        # The compiled filter, found now (in memory or the state directory's cache): after
+        # pivot_root the cache is out of reach.
+        setup.seccomp = seccomp.program(spec.linux.seccomp)
     return setup
 
 

@@ -307,15 +307,6 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _preload(spec: Spec) -> list[str]:
-    """The modules the init needs from outside labkit: pyseccomp, for a seccomp filter."""
-    if spec.linux.seccomp is None:
-        return []
-    from .spec import seccomp_library
-
-    return [seccomp_library().__name__]
-
-
 def _start_init(
     spec, d, groups, skip, console, stdin, stdout, stderr, times
 ) -> tuple[subprocess.Popen, int]:
@@ -326,7 +317,6 @@ def _start_init(
         proc, pipes = forkserver.launch(
             "container",
             [fifo_fd, *([console.fileno()] if console else [])],
-            _preload(spec),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,

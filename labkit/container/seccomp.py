@@ -15,22 +15,37 @@ The profile is data, ``seccomp-default.json``, in Docker's own format (with its 
 file's ``comment``). That format has conditions (``includes``/``excludes`` by capability,
 architecture and kernel version) that OCI's ``linux.seccomp`` has not: like dockerd, ``resolve``
 turns the profile into a plain ``linux.seccomp`` for one container's capabilities and this
-machine's architecture. Read ``man 2 seccomp`` beside this file.
+machine's architecture.
+
+A filter is a classic BPF program: 8-byte instructions the kernel runs on each call's number and
+arguments. libseccomp compiles linux.seccomp into one (about 8 ms for Docker's profile); the
+``seccomp(SECCOMP_SET_MODE_FILTER)`` call that hands it to the kernel takes a few microseconds.
+So ``program`` compiles each profile once and keeps the program (in memory, and in a file below
+the state directory for the next process), and ``load`` makes the system call itself, with the
+very program libseccomp's own ``seccomp_load`` would hand over. Read ``man 2 seccomp`` beside
+this file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import errno
 import functools
+import hashlib
+import importlib.util
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BadInput
+from ..errors import BadInput, MissingFeature
+from ..state import cache_dir
 from . import capabilities
-from .spec import SECCOMP_ACTIONS, SECCOMP_OPS, Seccomp, SeccompArg, SyscallRule
+from .spec import SECCOMP_ACTIONS, SECCOMP_OPS, Seccomp, SeccompArg, SpecError, SyscallRule
 
 DEFAULT_PROFILE = Path(__file__).with_name("seccomp-default.json")
 MAX_PROFILE_BYTES = 1 << 20  # Docker's own profile is 13 kB: a bigger file is not a profile
@@ -225,8 +240,6 @@ def _errno(value: object, where: str) -> int | None:
 
 def check_linux_seccomp(sc: Seccomp) -> None:
     """What the JSON types of config.json's linux.seccomp cannot say; SpecError names the key."""
-    from .spec import SpecError
-
     where = "linux.seccomp"
     for i, arch in enumerate(sc.architectures):
         if arch not in SCMP_ARCHES:
@@ -241,6 +254,9 @@ def check_linux_seccomp(sc: Seccomp) -> None:
         for j, a in enumerate(rule.args):
             if not (0 <= a.value < 2**64 and 0 <= a.value_two < 2**64):
                 raise SpecError(f"{where}.syscalls[{i}].args[{j}]", "values must fit in 64 bits.")
+    # What only libseccomp can say: it compiles the filter now (once per profile, see program),
+    # so a filter it refuses is refused before anything is made.
+    program(sc)
 
 
 # --- from a profile to one container's linux.seccomp ---------------------------------------------
@@ -310,3 +326,210 @@ def default_profile(bounding: list[str] | None = None) -> Seccomp:
 def _default() -> Profile:
     """Docker's profile, read once per process (a spec is made often, the file never changes)."""
     return load_profile(DEFAULT_PROFILE)
+
+
+# --- compiled once, loaded by the system call -----------------------------------------------------
+
+SECCOMP_SET_MODE_FILTER = 1  # seccomp(2)'s operation, from <linux/seccomp.h>
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}  # no wrapper in glibc: called by number
+INSN_SIZE = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+BPF_MAXINSNS = 4096  # the kernel refuses a longer filter (EINVAL)
+BPF_RET = 0x06  # the class of the instruction that ends every path: return an action
+# Bump when libseccomp_filter() changes what it asks of libseccomp: a program an older labkit
+# kept is then not found any more, rather than loaded.
+COMPILER = 1
+DIGEST = hashlib.sha256().digest_size  # a kept program's file begins with a SHA-256 (_digest)
+
+_programs: dict[str, bytes] = {}  # key -> program, for this process and the children it forks
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _SockFprog(ctypes.Structure):
+    """``struct sock_fprog``: how many instructions, and where they are."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _Version(ctypes.Structure):
+    """``struct scmp_version``, as ``seccomp_version()`` returns it."""
+
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def _missing() -> MissingFeature:
+    return MissingFeature(
+        "linux.seccomp needs the pyseccomp package and libseccomp2: pip install pyseccomp and "
+        "apt-get install libseccomp2, or remove linux.seccomp from config.json."
+    )
+
+
+def library():
+    """The kept seccomp library (pyseccomp over libseccomp), needed only to compile a filter.
+
+    Its import asks ``ldconfig -p`` where libseccomp is (a few milliseconds): a run whose
+    filter is kept already never pays for it, and only checks that it is installed.
+    """
+    try:
+        import pyseccomp
+    except (ImportError, OSError, RuntimeError):
+        raise _missing() from None
+    return pyseccomp
+
+
+@functools.cache
+def libseccomp_version() -> str:
+    """The version of libseccomp, found by its soname (the dynamic loader, no ldconfig)."""
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        raise _missing() from None
+    lib.seccomp_version.restype = ctypes.POINTER(_Version)
+    v = lib.seccomp_version().contents
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
+def program_key(sc: Seccomp) -> str:
+    """What the program depends on, hashed: the filter, libseccomp, this labkit, the machine."""
+    rules = [
+        [r.names, r.action, r.errno_ret, [[a.index, a.value, a.op, a.value_two] for a in r.args]]
+        for r in sc.syscalls
+    ]
+    uname = os.uname()
+    what = [COMPILER, libseccomp_version(), uname.machine, uname.release, sc.default_action,
+            sc.default_errno_ret, sc.architectures, rules]  # fmt: skip
+    return hashlib.sha256(json.dumps(what, separators=(",", ":")).encode()).hexdigest()
+
+
+def program(sc: Seccomp) -> bytes:
+    """The BPF program libseccomp makes of *sc*: kept in memory, else in the cache, else compiled.
+
+    The cache is a file per program below the state directory (``cache/seccomp/KEY.bpf``), so
+    the next ``labkit run`` finds it; ``labkit cleanup`` removes it with the state directory.
+    """
+    if importlib.util.find_spec("pyseccomp") is None:  # found, not imported
+        raise _missing()
+    k = program_key(sc)
+    if k not in _programs:
+        path = cache_dir("seccomp") / f"{k}.bpf"
+        kept = _read_kept(path, k)
+        if kept is None:
+            kept = compile_filter(sc)
+            _keep(path, k, kept)
+        _programs[k] = kept
+    return _programs[k]
+
+
+def compile_filter(sc: Seccomp) -> bytes:
+    """Have libseccomp compile *sc*: the program its ``seccomp_load`` would hand the kernel."""
+    try:
+        f = libseccomp_filter(sc)
+        # seccomp_export_bpf writes the program to a file descriptor: a file in memory here.
+        with open(os.memfd_create("labkit-seccomp", os.MFD_CLOEXEC), "w+b") as out:
+            f.export_bpf(out)
+            out.seek(0)
+            return out.read()
+    except OSError as e:
+        raise SpecError("linux.seccomp", f"cannot be compiled by libseccomp: {e}.") from None
+
+
+def libseccomp_filter(sc: Seccomp):
+    """*sc* as libseccomp's filter object (pyseccomp's SyscallFilter), rule by rule."""
+    seccomp = library()
+
+    def action(name: str, errno_ret: int | None):
+        if name == "SCMP_ACT_ERRNO":
+            return seccomp.ERRNO(errno_ret if errno_ret is not None else errno.EPERM)
+        if name == "SCMP_ACT_TRACE":
+            return seccomp.TRACE(errno_ret or 0)
+        return getattr(seccomp, name.removeprefix("SCMP_ACT_"))
+
+    ops = {
+        f"SCMP_CMP_{op}": getattr(seccomp, op)
+        for op in ("NE", "LT", "LE", "EQ", "GE", "GT", "MASKED_EQ")
+    }
+    f = seccomp.SyscallFilter(action(sc.default_action, sc.default_errno_ret))
+    f.set_attr(seccomp.Attr.CTL_NNP, 0)  # no_new_privs is the spec's to set, not libseccomp's
+    for arch in sc.architectures:
+        try:
+            f.add_arch(getattr(seccomp.Arch, arch.removeprefix("SCMP_ARCH_")))
+        except OSError as e:
+            if e.errno != errno.EEXIST:  # the native one is there already
+                raise
+    for rule in sc.syscalls:
+        args = [seccomp.Arg(a.index, ops[a.op], a.value, a.value_two) for a in rule.args]
+        for name in rule.names:
+            try:
+                f.add_rule(action(rule.action, rule.errno_ret), name, *args)
+            except ValueError:
+                continue  # a syscall this kernel or libseccomp does not know: runc skips it too
+    return f
+
+
+def _check_program(data: bytes) -> bool:
+    """Is *data* shaped like a filter the kernel would take: whole instructions, not too many,
+    the last one a return? (The kernel checks every jump again when it loads it.)"""
+    n, rest = divmod(len(data), INSN_SIZE)
+    return rest == 0 and 0 < n <= BPF_MAXINSNS and data[-INSN_SIZE] & 0x07 == BPF_RET
+
+
+def _read_kept(path: Path, k: str) -> bytes | None:
+    """A kept program, or None if it is missing or not to be trusted (then it is compiled anew).
+
+    The file is read as hostile input. Its name is its key, so a change of profile, libseccomp,
+    kernel or labkit looks for another file. Only root may have written it: the file and its
+    directory belong to us (root) and nobody else may write them, so a program planted by
+    someone else is never loaded. Its digest, of its key and program, must match (a torn or
+    damaged file, or one moved under another key's name), and it must be shaped like a filter.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not (_ours(st) and stat.S_ISREG(st.st_mode) and _ours(os.stat(path.parent))):
+            return None
+        data = f.read(DIGEST + BPF_MAXINSNS * INSN_SIZE + 1)
+    digest, prog = data[:DIGEST], data[DIGEST:]
+    if _digest(k, prog) != digest or not _check_program(prog):
+        return None
+    return prog
+
+
+def _ours(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _digest(k: str, prog: bytes) -> bytes:
+    return hashlib.sha256(k.encode() + prog).digest()
+
+
+def _keep(path: Path, k: str, prog: bytes) -> None:
+    """Keep *prog* for the next process; a cache that cannot be written is only slower."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
+            f.write(_digest(k, prog) + prog)
+        os.replace(tmp, path)  # whole or not at all, for a reader at the same time
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def load(prog: bytes) -> None:
+    """seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog): from now on the kernel runs *prog* on every
+    system call of this thread and of what it execs or forks. A filter cannot be taken off."""
+    if not _check_program(prog):
+        raise ValueError("a seccomp filter is a list of whole 8-byte BPF instructions")
+    machine = os.uname().machine
+    if machine not in _SYS_SECCOMP:
+        raise OSError(0, f"seccomp: labkit does not know its syscall number on {machine}")
+    insns = ctypes.create_string_buffer(prog, len(prog))
+    fprog = _SockFprog(len(prog) // INSN_SIZE, ctypes.addressof(insns))
+    flags = 0  # as libseccomp's own load: no TSYNC (we have one thread), no LOG, no SPEC_ALLOW
+    args = (ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(fprog))
+    if _libc.syscall(ctypes.c_long(_SYS_SECCOMP[machine]), *args) == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp(SECCOMP_SET_MODE_FILTER): {os.strerror(err)}")

@@ -21,7 +21,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from ..errors import BadInput, MissingFeature
+from ..errors import BadInput
 from . import capabilities
 
 OCI_VERSION = "1.0.2"
@@ -605,21 +605,7 @@ def _check_seccomp(spec: Spec) -> None:
                 )
     from .seccomp import check_linux_seccomp
 
-    check_linux_seccomp(sc)
-    seccomp_library()
-
-
-def seccomp_library():
-    """The kept seccomp library (pyseccomp over libseccomp), or a clear refusal."""
-    try:
-        import pyseccomp
-    except (ImportError, OSError):
-        raise MissingFeature(
-            "linux.seccomp needs the pyseccomp package and libseccomp2: "
-            "pip install pyseccomp and apt-get install libseccomp2, or remove "
-            "linux.seccomp from config.json."
-        ) from None
-    return pyseccomp
+    check_linux_seccomp(sc)  # and libseccomp compiles it (or refuses it) there
 
 
 def resource_limits(spec: Spec) -> dict:

@@ -31,7 +31,7 @@ from .. import _init, mountinfo
 from .. import sys as ksys
 from ..cgroups import layout
 from ..channel import CREATED, PID, USERNS_READY, Channel
-from . import capabilities
+from . import capabilities, seccomp
 from .spec import RLIMITS, Mount, Spec
 
 # OCI's namespace types, as the kernel (and labkit._init) name them in /proc/PID/ns.
@@ -57,7 +57,7 @@ class Setup:
     skip: set[str] = field(default_factory=set)
     executable: str | None = None
     console_fd: int | None = None  # a socket connected to the caller's --console-socket
-    seccomp: object = None  # the pyseccomp module, imported before pivot_root when needed
+    seccomp: bytes | None = None  # the filter's BPF program, read before pivot_root
     times: dict[str, float] = field(default_factory=dict)  # seconds per step, sent with "created"
 
     @property
@@ -602,38 +602,8 @@ def load_seccomp(s: Setup) -> None:
 
 
 def _load_filter(s: Setup) -> None:
-    sc = s.spec.linux.seccomp
-    if sc is None:
-        return
-    seccomp = s.seccomp
-
-    def action(name: str, errno_ret: int | None):
-        if name == "SCMP_ACT_ERRNO":
-            return seccomp.ERRNO(errno_ret if errno_ret is not None else errno.EPERM)
-        if name == "SCMP_ACT_TRACE":
-            return seccomp.TRACE(errno_ret or 0)
-        return getattr(seccomp, name.removeprefix("SCMP_ACT_"))
-
-    ops = {
-        f"SCMP_CMP_{op}": getattr(seccomp, op)
-        for op in ("NE", "LT", "LE", "EQ", "GE", "GT", "MASKED_EQ")
-    }
-    f = seccomp.SyscallFilter(action(sc.default_action, sc.default_errno_ret))
-    f.set_attr(seccomp.Attr.CTL_NNP, 0)  # no_new_privs is the spec's to set, not libseccomp's
-    for arch in sc.architectures:
-        try:
-            f.add_arch(getattr(seccomp.Arch, arch.removeprefix("SCMP_ARCH_")))
-        except OSError as e:
-            if e.errno != errno.EEXIST:  # the native one is there already
-                raise
-    for rule in sc.syscalls:
-        args = [seccomp.Arg(a.index, ops[a.op], a.value, a.value_two) for a in rule.args]
-        for name in rule.names:
-            try:
-                f.add_rule(action(rule.action, rule.errno_ret), name, *args)
-            except ValueError:
-                continue  # a syscall this kernel or libseccomp does not know: runc skips it too
-    f.load()
+    if s.spec.linux.seccomp is not None:
+        seccomp.load(s.seccomp)  # the seccomp(2) call, with the program libseccomp compiled
 
 
 # --- the end --------------------------------------------------------------------------------------
