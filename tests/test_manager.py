@@ -15,6 +15,8 @@ from labkit import cleanup, images
 from labkit.container import manager
 from labkit.errors import BadInput
 
+from .conftest import wait_until
+
 
 @pytest.fixture
 def store(monkeypatch):
@@ -94,6 +96,17 @@ def test_stdin_of_a_container_that_ran_and_exited_is_a_broken_pipe(store):
         session.write(b"too late\n")
     session.close()
     manager.remove(c.id)
+
+
+def test_an_attach_made_before_start_keeps_the_output_of_an_auto_removed_container(store):
+    # labkit run --rm: the container may exit and be removed, log and all, before we read.
+    c = manager.create({"Image": "busybox", "Cmd": ["echo", "said"]}, {"AutoRemove": True})
+    session = manager.attach(c, logs=True)
+    manager.start(c)
+    assert wait_until(lambda: not c.dir.exists(), 30), "AutoRemove did not remove the record"
+    assert [(e.stream, e.data) for e in session.output()] == [("stdout", b"said\n")]
+    assert manager.wait(c, "removed", timeout=30)["StatusCode"] == 0  # on start's pipe
+    session.close()
 
 
 def test_the_records_directory_goes_with_the_last_container(store):

@@ -113,27 +113,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         c = manager.create(config, host_config, args.name)
     except (LabkitError, OSError) as e:
         return _fail(e, LABKIT_FAILED)
+    # Attached before the start, as the docker CLI does: with --rm the container may exit and
+    # be removed before a later attach could find it.
+    attach = None if args.detach else manager.attach(c, stdin=args.interactive, logs=True)
     try:
         c = manager.start(c)
-    except manager.StartError as e:
-        if args.rm:
-            with contextlib.suppress(LabkitError, OSError):
-                manager.remove(c, force=True)
-        return _fail(e, e.exit_code)
     except (LabkitError, OSError) as e:
+        if attach:
+            attach.close()
+        if isinstance(e, manager.StartError):  # (start has removed a --rm container)
+            return _fail(e, e.exit_code)
         if args.rm:
             with contextlib.suppress(LabkitError, OSError):
                 manager.remove(c, force=True)
         return _fail(e, LABKIT_FAILED)
-    if args.detach:
+    if attach is None:
         print(c.id)
         return 0
-    return _attached(c, args)
+    return _attached(c, attach, args)
 
 
-def _attached(c: manager.Container, args: argparse.Namespace) -> int:
+def _attached(c: manager.Container, attach: manager.Attach, args: argparse.Namespace) -> int:
     """Show the container's output, feed it our stdin (-i), exit as it did."""
-    attach = manager.attach(c, stdin=args.interactive, logs=True)
     restore = None
     if args.tty and os.isatty(0):
         restore = _raw_terminal()

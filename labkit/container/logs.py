@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 MAX_LINE = 16 * 1024  # Docker's json-file splits longer lines
 
@@ -95,7 +96,7 @@ class Writer:
 
 
 def read(
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     offset: int = 0,
     follow: Callable[[], bool] | None = None,
     poll: float = 0.01,
@@ -105,11 +106,15 @@ def read(
     follow: called when the end of the file is reached; while it returns True the reader
     waits for more (the container still runs). It is asked once more after it has said False,
     so what was written just before the container stopped is not lost.
+    *path* may be the log opened already: it is read even after the record is removed.
     """
-    try:
-        f = open(path, "rb")  # noqa: SIM115  kept open while following
-    except FileNotFoundError:
-        return
+    if hasattr(path, "read"):
+        f = path
+    else:
+        try:
+            f = open(path, "rb")  # noqa: SIM115  kept open while following
+        except FileNotFoundError:
+            return
     with f:
         f.seek(offset)
         pending = b""

@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .. import channel, forkserver
 from .. import sys as ksys
@@ -651,6 +652,8 @@ def start(ref: str | Container) -> Container:
                     {"Status": "created", "ExitCode": error.exit_code, "Error": str(error)},
                 )
         raise error
+    if isinstance(ref, Container):
+        ref._exit_pipe = status  # an attach made on it before the start follows the same exit
     try:
         c = get(c)  # the record as the monitor wrote it: running
     except NotFound:
@@ -1052,7 +1055,14 @@ class Attach:
         self.container = c
         self.streams = {s for s, on in (("stdout", stdout), ("stderr", stderr)) if on}
         created = c.status == "created"
-        self._offset = 0 if logs or created else c.log_path.stat().st_size
+        # Opened now: with AutoRemove the monitor removes the record, log and all, as soon as
+        # the container exits, perhaps before we read it; an open file outlives its name.
+        try:
+            self._log: BinaryIO | None = open(c.log_path, "rb")  # noqa: SIM115  closed by close()
+        except FileNotFoundError:
+            self._log = None
+        at_end = self._log is not None and not (logs or created)
+        self._offset = os.fstat(self._log.fileno()).st_size if at_end else 0
         self._stdin = _client(c, {"op": "stdin"}) if stdin and not created else None
         self._late_stdin = stdin and created
 
@@ -1078,13 +1088,15 @@ class Attach:
     def output(self) -> Iterator[LogEntry]:
         """The output from now on (with logs: from the start) until the container stops."""
         c = self.container
+        if self._log is None:
+            return
         pipe = c._exit_pipe
         if pipe is not None and pipe.fd >= 0:
             # We started it: the monitor's "exited" on the pipe says the log is complete.
             more = lambda: pipe.fd >= 0 and not pipe.ready(0.01)  # noqa: E731
-            entries = logs_mod.read(c.log_path, self._offset, more, poll=0)
+            entries = logs_mod.read(self._log, self._offset, more, poll=0)
         else:
-            entries = logs_mod.read(c.log_path, self._offset, _follower(c))
+            entries = logs_mod.read(self._log, self._offset, _follower(c))
         for entry in entries:
             if entry.stream in self.streams:
                 yield entry
@@ -1103,6 +1115,9 @@ class Attach:
         if self._stdin is not None:
             self._stdin.close()
             self._stdin = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def attach(
@@ -1113,8 +1128,12 @@ def attach(
     logs: bool = False,
     stream: bool = True,
 ) -> Attach:
-    """Attach to the container's streams (Docker's ``attach``), before or after its start."""
-    c = get(ref)
+    """Attach to the container's streams (Docker's ``attach``), before or after its start.
+
+    A Container is taken as given (the one create or start returned), not read again: with
+    AutoRemove, the record of one that has exited may be gone already.
+    """
+    c = ref if isinstance(ref, Container) else get(ref)
     if stdin and not c.config.get("OpenStdin"):
         raise BadInput("the container was not created with an open stdin (-i).")
     return Attach(c, stdin, stdout, stderr, logs)
