@@ -46,7 +46,8 @@ def store(monkeypatch):
     shutil.rmtree(path)
 
 
-def labkit(*args: str, input=None, timeout: float = 60, text=True) -> subprocess.CompletedProcess:
+# (bounded generously: under software emulation, the first container on the bridge takes a minute)
+def labkit(*args: str, input=None, timeout: float = 180, text=True) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*LABKIT, *args], input=input, capture_output=True, text=text, timeout=timeout, check=False
     )

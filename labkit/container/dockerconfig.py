@@ -330,8 +330,11 @@ def _lookup(root: str, file: str, name: str, what: str) -> int:
                 fields = line.split(":")
                 if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
                     return int(fields[2])
-    except OSError:
-        pass
+    except OSError as e:
+        raise BadInput(
+            f"unable to find {what} {name}: the image's /etc/{file} cannot be read "
+            f"({e.strerror}): give a number instead, e.g. -u 65534."
+        ) from None
     raise BadInput(
         f"unable to find {what} {name}: no matching entries in /etc/{file} of the image."
     )
