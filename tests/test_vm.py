@@ -267,6 +267,7 @@ def test_provisioning_twice_gives_the_same_files(tmp_path, fake_systemctl):
         "etc/labkit/jupyter-token",
         "etc/labkit/lab-vm",  # doctor's mark: inside the lab VM, never "use the lab VM"
         "etc/systemd/system/jupyterlab.service",
+        "etc/systemd/system/lab-engine.service",
     ]
     # A scratch root never reaches the real systemd.
     assert not (fake_systemctl / "systemctl.log").exists()
@@ -307,11 +308,25 @@ def test_the_unit_runs_scripts_lab_as_root_with_cgroup_delegation(tmp_path, fake
     assert stat.S_IMODE(unit.stat().st_mode) == 0o644
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
-def test_systemd_accepts_the_unit(tmp_path, fake_systemctl):
+def test_the_engine_unit_serves_labkits_engine_and_keeps_its_containers(tmp_path, fake_systemctl):
     root = tmp_path / "root"
     assert provision(root, fake_systemctl, "--no-setup").returncode == 0
-    unit = root / "etc/systemd/system/jupyterlab.service"
+    unit = root / "etc/systemd/system/lab-engine.service"
+    lines = unit.read_text().splitlines()
+    assert f"ExecStart={REPO}/.venv/bin/labkit engine" in lines
+    # Containers' cgroups beside the leaf; a stop or restart of the engine leaves them running.
+    assert {"User=root", "Delegate=yes", "DelegateSubgroup=engine", "KillMode=process"} <= set(
+        lines
+    )
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+@pytest.mark.parametrize("name", ["jupyterlab.service", "lab-engine.service"])
+def test_systemd_accepts_the_unit(tmp_path, fake_systemctl, name):
+    root = tmp_path / "root"
+    assert provision(root, fake_systemctl, "--no-setup").returncode == 0
+    unit = root / "etc/systemd/system" / name
     result = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit)],
         check=False,
