@@ -134,26 +134,11 @@ def _clone(data: bytes, fds: list[int], flags: int) -> int:
         raise ValueError(f"a request names one of the entries {', '.join(ENTRIES)}")
     if len(fds) < STDIO + CWD + 2:
         raise ValueError("a request passes stdio, the cwd and the two pipes")
-    _preload(request.get("preload", []))
     _entry(request["entry"])  # imported here, once (a monitor's code: at the first request)
     pid = ksys.clone_parent()
     if pid == 0:
         _run_child(request, fds)  # never returns
     return pid
-
-
-def _preload(modules: list[list[str]]) -> None:
-    """Import, in the server and once, the modules a child needs from outside labkit.
-
-    The server starts without site-packages (-S); the owner says where each module is. Every
-    child forked afterwards has it loaded: no import per child (pyseccomp's takes 50 ms), and
-    none after pivot_root, when the module's files are out of reach.
-    """
-    for name, path in modules:
-        if name not in sys.modules:
-            if path not in sys.path:
-                sys.path.append(path)
-            importlib.import_module(name)
 
 
 def _run_child(request: dict, fds: list[int]) -> None:
@@ -281,15 +266,12 @@ class ForkServer:
         if self._receive() != b"ready":
             self._died("starting (its error is on stderr)")
 
-    def clone(
-        self, entry: str, stdio: Sequence[int], pipes: Sequence[int], preload: Sequence[str] = ()
-    ) -> int:
+    def clone(self, entry: str, stdio: Sequence[int], pipes: Sequence[int]) -> int:
         """Ask the server for a child running *entry*; it gets *stdio* and *pipes* only."""
         request = {
             "entry": entry,
             "umask": _umask(),
             "path": sys.path,
-            "preload": [_where(m) for m in preload],
         }
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -372,14 +354,6 @@ def _forget_servers() -> None:
 os.register_at_fork(after_in_child=_forget_servers)
 
 
-def _where(module: str) -> list[str]:
-    """[name, the sys.path entry it was imported from] for a module this process has loaded."""
-    path = os.path.dirname(sys.modules[module].__file__)
-    if hasattr(sys.modules[module], "__path__"):  # a package: its parent is on sys.path
-        path = os.path.dirname(path)
-    return [module, path]
-
-
 def _umask() -> int:
     """The caller's umask, read without changing it (os.umask can only set, and threads race)."""
     with open("/proc/self/status") as f:
@@ -443,10 +417,9 @@ class Child(subprocess.Popen):
     server for the child instead. The child is ours (CLONE_PARENT), so Popen's wait works as is.
     """
 
-    def __init__(self, entry: str, pipes: Sequence[int], preload: Sequence[str], **popen_options):
+    def __init__(self, entry: str, pipes: Sequence[int], **popen_options):
         self.entry = entry
         self._pipes = list(pipes)
-        self._preload = list(preload)
         super().__init__([ENTRIES[entry]], **popen_options)
 
     def _execute_child(
@@ -485,7 +458,7 @@ class Child(subprocess.Popen):
             if _fork_here and _threads() == 1:
                 self.pid = _fork_in_this_process(self.entry, [*stdio, *self._pipes])
             else:
-                self.pid = server().clone(self.entry, stdio, self._pipes, self._preload)
+                self.pid = server().clone(self.entry, stdio, self._pipes)
         finally:
             for fd in opened:
                 os.close(fd)
@@ -493,20 +466,17 @@ class Child(subprocess.Popen):
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
 
-def launch(
-    entry: str, extra_fds: Sequence[int] = (), preload: Sequence[str] = (), **popen_options
-) -> tuple[Child, Parent]:
+def launch(entry: str, extra_fds: Sequence[int] = (), **popen_options) -> tuple[Child, Parent]:
     """Start a child running *entry* ("namespaces", "container" or "monitor"); the one launcher.
 
     The child gets stdin, stdout and stderr as ``subprocess.Popen`` would (*popen_options*),
     the status and control pipes, and *extra_fds* (in the child: 5, 6, ...), and nothing else.
-    *preload*: modules (already imported here) the server loads for it, e.g. ["pyseccomp"].
     Returns the child and the parent's ends of its pipes (see channel.py).
     """
     status_r, status_w = os.pipe()
     control_r, control_w = os.pipe()
     try:
-        child = Child(entry, [status_w, control_r, *extra_fds], preload, **popen_options)
+        child = Child(entry, [status_w, control_r, *extra_fds], **popen_options)
     except BaseException:
         os.close(status_r)
         os.close(control_w)
