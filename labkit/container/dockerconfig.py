@@ -13,6 +13,7 @@ capabilities, its seccomp profile, masked and read-only paths (all of them off w
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -320,21 +321,38 @@ def merged_config(image_config: dict, config: dict) -> dict:
     return out
 
 
-def _lookup(root: str, file: str, name: str, what: str) -> int:
-    """The number of user/group *name* in the container's /etc/passwd or /etc/group."""
-    if name.isdigit():
-        return int(name)
+ETC_FILE_LIMIT = 4 << 20  # bytes of /etc/passwd or /etc/group read from an image, at most
+
+
+def _entry(root: str, file: str, name: str, what: str) -> list[str]:
+    """The fields of *name*'s line in the container's /etc/passwd or /etc/group.
+
+    The image is hostile: its /etc/passwd may be a symlink to the host's /etc/shadow (resolved
+    inside the root here, as the container would), a FIFO that would block an open (O_NONBLOCK,
+    and only a regular file is read) or a huge file (read up to a bound).
+    """
+    from .steps import in_root  # (steps is not needed to build a spec, only for this)
+
     try:
-        with open(os.path.join(root, "etc", file)) as f:
-            for line in f:
-                fields = line.split(":")
-                if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
-                    return int(fields[2])
+        fd = os.open(in_root(root, f"/etc/{file}"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            text = f.read(ETC_FILE_LIMIT + 1)
     except OSError as e:
         raise BadInput(
             f"unable to find {what} {name}: the image's /etc/{file} cannot be read "
             f"({e.strerror}): give a number instead, e.g. -u 65534."
         ) from None
+    if len(text) > ETC_FILE_LIMIT:
+        raise BadInput(
+            f"unable to find {what} {name}: the image's /etc/{file} is over "
+            f"{ETC_FILE_LIMIT >> 20} MiB: give a number instead, e.g. -u 65534."
+        )
+    for line in text.decode(errors="replace").splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
+            return fields
     raise BadInput(
         f"unable to find {what} {name}: no matching entries in /etc/{file} of the image."
     )
@@ -345,17 +363,14 @@ def user(root: str, text: str) -> User:
     if not text:
         return User(0, 0)
     name, _, group = text.partition(":")
-    uid = _lookup(root, "passwd", name, "user")
-    if group:
-        gid = _lookup(root, "group", group, "group")
+    if name.isdigit():
+        uid, gid = int(name), 0
     else:
-        gid = 0
-        if not name.isdigit():
-            with open(os.path.join(root, "etc", "passwd")) as f:
-                for line in f:
-                    fields = line.split(":")
-                    if fields[0] == name and len(fields) > 3 and fields[3].isdigit():
-                        gid = int(fields[3])
+        fields = _entry(root, "passwd", name, "user")
+        uid = int(fields[2])
+        gid = int(fields[3]) if len(fields) > 3 and fields[3].isdigit() else 0
+    if group:
+        gid = int(group) if group.isdigit() else int(_entry(root, "group", group, "group")[2])
     return User(uid, gid)
 
 
