@@ -131,6 +131,12 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _monitor_alive(record: dict) -> bool:
+    """Whether the monitor named in *record* (state or exec) still runs: same PID, same start."""
+    pid = record.get("MonitorPid")
+    return bool(pid) and proc_start_time(pid) == record.get("MonitorStart")
+
+
 _held = threading.local()  # how deep this thread is in records_lock (it may nest)
 
 
@@ -251,6 +257,10 @@ class Container:
     def state(self) -> dict:
         """Docker's State, from what the monitor recorded, checked against the kernel."""
         s = _read_json(self.dir / "state.json") or {}
+        if s.get("Status") == "running" and not _monitor_alive(s):
+            # The monitor may have recorded the exit and ended between that read and this
+            # check: read again what it wrote last, now that it can write no more.
+            s = _read_json(self.dir / "state.json") or {}
         state = {
             "Status": "created",
             "Running": False,
@@ -265,7 +275,7 @@ class Container:
             "FinishedAt": "0001-01-01T00:00:00Z",
         }
         state.update({k: v for k, v in s.items() if k in state})
-        if state["Status"] == "running" and not self._monitor_alive():
+        if state["Status"] == "running" and not _monitor_alive(s):
             # The monitor was killed: nobody reaps or records; the kernel is the truth.
             if proc_start_time(state["Pid"]) == s.get("PidStart"):
                 state["Error"] = "the container's monitor is gone"
@@ -278,11 +288,6 @@ class Container:
                     Error="the container's monitor was killed; its exit code is lost",
                 )
         return state
-
-    def _monitor_alive(self) -> bool:
-        s = _read_json(self.dir / "state.json") or {}
-        pid = s.get("MonitorPid")
-        return bool(pid) and proc_start_time(pid) == s.get("MonitorStart")
 
     @property
     def status(self) -> str:
@@ -1271,11 +1276,11 @@ def exec_create(
 def exec_inspect(exec_id: str) -> dict:
     path = _exec_path(exec_id)
     record = _read_json(path) if path else None
+    if record is not None and record["Running"] and not _monitor_alive(record):
+        record = _read_json(path)  # it may have recorded the exit and ended since that read
     if record is None:
         raise NotFound(f"No such exec instance: {exec_id}")
-    if record["Running"] and proc_start_time(record.get("MonitorPid", 0)) != record.get(
-        "MonitorStart"
-    ):
+    if record["Running"] and not _monitor_alive(record):
         record.update(Running=False, ExitCode=255)  # its monitor was killed
     return record
 

@@ -1,0 +1,55 @@
+"""A container's state read while its monitor records the exit and ends.
+
+The reader checks the monitor's PID only when the record says "running". The monitor may write
+its last state (exited, its code) and end between the reader's read and that check. Seen in the
+lab VM: a `docker run ... true` whose wait answered 255, as if the monitor had been killed.
+Here the interleaving is made exact: the check itself plays the monitor's last moment. The whole
+path, with real monitors, is tested as root in tests/test_manager.py and tests/test_engine*.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from labkit.container import manager
+
+RUNNING = {
+    "Status": "running",
+    "Running": True,
+    "Pid": 4242,
+    "PidStart": 11,
+    "MonitorPid": 4243,
+    "MonitorStart": 12,
+    "StartedAt": "2026-12-02T00:00:00.000000000Z",
+}
+
+
+@pytest.fixture
+def container(tmp_path):
+    manager.write_json(tmp_path / "state.json", RUNNING)
+    return manager.Container("ab" * 32, tmp_path, {"Name": "/lkb-race"})
+
+
+def test_an_exit_recorded_during_the_check_is_the_exit_shown(container, monkeypatch):
+    def monitor_finishes_now(pid):
+        exited = dict(RUNNING, Status="exited", Running=False, Pid=0, ExitCode=3, MonitorPid=None)
+        manager.write_json(container.dir / "state.json", exited)
+        return None  # and it has ended
+
+    monkeypatch.setattr(manager, "proc_start_time", monitor_finishes_now)
+    state = container.state()
+    assert (state["Status"], state["ExitCode"], state["Error"]) == ("exited", 3, "")
+
+
+def test_a_monitor_killed_while_its_container_ran_is_told(container, monkeypatch):
+    monkeypatch.setattr(manager, "proc_start_time", lambda pid: None)  # nothing runs any more
+    state = container.state()
+    assert (state["Status"], state["ExitCode"]) == ("exited", 255)
+    assert "monitor was killed" in state["Error"]
+
+
+def test_a_live_monitor_leaves_the_record_as_it_is(container, monkeypatch):
+    starts = {RUNNING["MonitorPid"]: RUNNING["MonitorStart"], RUNNING["Pid"]: RUNNING["PidStart"]}
+    monkeypatch.setattr(manager, "proc_start_time", starts.get)
+    state = container.state()
+    assert (state["Status"], state["Pid"], state["Error"]) == ("running", 4242, "")
