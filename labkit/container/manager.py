@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from signal import SIGKILL
 from typing import BinaryIO
 
 from .. import channel, forkserver
@@ -747,7 +748,10 @@ def _require_running(c: Container) -> None:
 
 
 def kill(ref: str | Container, signal: str | int = "KILL") -> None:
-    """Send *signal* to the container's PID 1 (Docker's ``kill``; default SIGKILL)."""
+    """Send *signal* to the container's PID 1 (Docker's ``kill``; default SIGKILL).
+
+    After SIGKILL it returns once the exit is recorded, as dockerd does: a ``docker inspect``
+    right after ``docker kill`` shows the container exited."""
     c = get(ref)
     number = lifecycle.parse_signal(signal)
     _require_running(c)
@@ -755,6 +759,8 @@ def kill(ref: str | Container, signal: str | int = "KILL") -> None:
         lifecycle.kill(c.runtime_id, number)
     except lifecycle.ContainerError:
         raise NotRunning(f"container {c.name.lstrip('/')} is not running.") from None
+    if number == SIGKILL:  # (the argument hides the signal module here)
+        _poll(lambda: c.status != "running" or not c.dir.exists(), time.monotonic() + 10)
 
 
 def wait(
