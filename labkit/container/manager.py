@@ -768,7 +768,8 @@ def wait(
 ) -> dict:
     """Block until the container is not running (or exits next, or is removed).
 
-    Returns Docker's ``{"StatusCode": code, "Error": None}``; TimeoutError after *timeout* s.
+    Returns Docker's ``{"StatusCode": code, "Error": None or {"Message": the State's Error}}``;
+    TimeoutError after *timeout* s.
     """
     if condition not in ("not-running", "next-exit", "removed"):
         raise BadInput(f"wait condition {condition!r} is not not-running, next-exit or removed.")
@@ -801,10 +802,11 @@ def wait(
         first_start = first_start or state["StartedAt"]
         # A run shorter than one poll is seen by its new StartedAt, not as "running".
         seen_running = seen_running or running or state["StartedAt"] != first_start
-        if condition == "not-running" and not running:
-            return {"StatusCode": state["ExitCode"], "Error": None}
-        if condition == "next-exit" and seen_running and not running:
-            return {"StatusCode": state["ExitCode"], "Error": None}
+        ended = condition == "not-running" or (condition == "next-exit" and seen_running)
+        if ended and not running:
+            # dockerd's wait carries the State's Error too: what went wrong, for the client.
+            error = {"Message": state["Error"]} if state["Error"] else None
+            return {"StatusCode": state["ExitCode"], "Error": error}
         if deadline is not None and time.monotonic() > deadline:
             raise TimeoutError(f"container {c.name.lstrip('/')} still runs after {timeout:g} s.")
         time.sleep(0.01)

@@ -26,8 +26,10 @@ RUNNING = {
 
 @pytest.fixture
 def container(tmp_path):
+    record = {"Id": "ab" * 32, "Name": "/lkb-race"}
+    manager.write_json(tmp_path / "config.json", record)
     manager.write_json(tmp_path / "state.json", RUNNING)
-    return manager.Container("ab" * 32, tmp_path, {"Name": "/lkb-race"})
+    return manager.Container(record["Id"], tmp_path, record)
 
 
 def test_an_exit_recorded_during_the_check_is_the_exit_shown(container, monkeypatch):
@@ -39,6 +41,8 @@ def test_an_exit_recorded_during_the_check_is_the_exit_shown(container, monkeypa
     monkeypatch.setattr(manager, "proc_start_time", monitor_finishes_now)
     state = container.state()
     assert (state["Status"], state["ExitCode"], state["Error"]) == ("exited", 3, "")
+    manager.write_json(container.dir / "state.json", RUNNING)  # again, for a waiter this time
+    assert manager.wait(container, "not-running", timeout=1) == {"StatusCode": 3, "Error": None}
 
 
 def test_a_monitor_killed_while_its_container_ran_is_told(container, monkeypatch):
@@ -46,6 +50,9 @@ def test_a_monitor_killed_while_its_container_ran_is_told(container, monkeypatch
     state = container.state()
     assert (state["Status"], state["ExitCode"]) == ("exited", 255)
     assert "monitor was killed" in state["Error"]
+    # and a wait says so, as dockerd's wait carries the State's Error: the CLI prints it
+    answer = manager.wait(container, "not-running", timeout=1)
+    assert answer["StatusCode"] == 255 and "monitor was killed" in answer["Error"]["Message"]
 
 
 def test_a_live_monitor_leaves_the_record_as_it_is(container, monkeypatch):
