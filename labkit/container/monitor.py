@@ -195,6 +195,7 @@ class Streams:
         self.stdin_once = bool(c.config.get("StdinOnce"))
         self.open_stdin = bool(c.config.get("OpenStdin"))
         self.log = Writer(c.log_path)
+        self.exit_status: int | None = None  # PID 1's wait status, once serve() has reaped it
         self.outputs: dict[int, str] = {}  # our read ends -> stream name
         self.stdin_w: int | None = None  # where input goes: a pipe, or the pty's master
         self.master: int | None = None
@@ -303,8 +304,10 @@ def run_container(record_dir: str, channel: Channel) -> None:
         import traceback
 
         traceback.print_exc()  # to monitor.err
-        lifecycle.kill_process(rc.pid)
-        _, status = os.waitpid(rc.pid, 0)
+        status = streams.exit_status
+        if status is None:  # not reaped yet: the container cannot be served, so it ends
+            lifecycle.kill_process(rc.pid)
+            _, status = os.waitpid(rc.pid, 0)
     finish(c, rc, state, status, channel)
 
 
@@ -339,7 +342,7 @@ def serve(c: manager.Container, rc, streams: Streams, listener: socket.socket) -
         for fd in ready_r:
             if fd is pidfd:
                 _, wait_status = os.waitpid(rc.pid, 0)
-                status = wait_status
+                status = streams.exit_status = wait_status
                 os.close(pidfd)
                 drain_until = time.monotonic() + 2.0  # what is still in the pipes
             elif fd is listener:
