@@ -258,10 +258,14 @@ class Container:
     def state(self) -> dict:
         """Docker's State, from what the monitor recorded, checked against the kernel."""
         s = _read_json(self.dir / "state.json") or {}
-        if s.get("Status") == "running" and not _monitor_alive(s):
-            # The monitor may have recorded the exit and ended between that read and this
-            # check: read again what it wrote last, now that it can write no more.
+        # The kernel is asked once per read: the monitor may record the exit and end at any
+        # moment, and a record read while it ran is true of that moment only.
+        gone = s.get("Status") == "running" and not _monitor_alive(s)
+        if gone:
+            # It may have recorded the exit and ended between that read and this check:
+            # read again what it wrote last, now that it can write no more.
             s = _read_json(self.dir / "state.json") or {}
+            gone = s.get("Status") == "running" and not _monitor_alive(s)
         state = {
             "Status": "created",
             "Running": False,
@@ -276,7 +280,7 @@ class Container:
             "FinishedAt": "0001-01-01T00:00:00Z",
         }
         state.update({k: v for k, v in s.items() if k in state})
-        if state["Status"] == "running" and not _monitor_alive(s):
+        if gone:
             # The monitor was killed: nobody reaps or records; the kernel is the truth.
             if proc_start_time(state["Pid"]) == s.get("PidStart"):
                 state["Error"] = "the container's monitor is gone"
@@ -1284,11 +1288,13 @@ def exec_create(
 def exec_inspect(exec_id: str) -> dict:
     path = _exec_path(exec_id)
     record = _read_json(path) if path else None
-    if record is not None and record["Running"] and not _monitor_alive(record):
-        record = _read_json(path)  # it may have recorded the exit and ended since that read
+    gone = record is not None and record["Running"] and not _monitor_alive(record)
+    if gone:  # it may have recorded the exit and ended since that read (see Container.state)
+        record = _read_json(path)
+        gone = record is not None and record["Running"] and not _monitor_alive(record)
     if record is None:
         raise NotFound(f"No such exec instance: {exec_id}")
-    if record["Running"] and not _monitor_alive(record):
+    if gone:
         record.update(Running=False, ExitCode=255)  # its monitor was killed
     return record
 

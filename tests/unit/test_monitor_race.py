@@ -45,6 +45,26 @@ def test_an_exit_recorded_during_the_check_is_the_exit_shown(container, monkeypa
     assert manager.wait(container, "not-running", timeout=1) == {"StatusCode": 3, "Error": None}
 
 
+def test_an_exit_recorded_just_after_the_check_leaves_the_record_running(container, monkeypatch):
+    # The check finds the monitor alive; it records the exit and ends at once after. The
+    # reader shows the record it read (running, true when read), not a killed monitor.
+    calls = []
+
+    def alive_then_finishes(pid):
+        calls.append(pid)
+        if len(calls) == 1:
+            return RUNNING["MonitorStart"]
+        exited = dict(RUNNING, Status="exited", Running=False, Pid=0, ExitCode=3, MonitorPid=None)
+        manager.write_json(container.dir / "state.json", exited)
+        return None
+
+    monkeypatch.setattr(manager, "proc_start_time", alive_then_finishes)
+    state = container.state()
+    assert (state["Status"], state["Error"]) == ("running", "")
+    state = container.state()  # and the next read has the exit
+    assert (state["Status"], state["ExitCode"], state["Error"]) == ("exited", 3, "")
+
+
 def test_a_monitor_killed_while_its_container_ran_is_told(container, monkeypatch):
     monkeypatch.setattr(manager, "proc_start_time", lambda pid: None)  # nothing runs any more
     state = container.state()
