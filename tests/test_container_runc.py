@@ -311,7 +311,8 @@ def test_dockers_seccomp_profile_refuses_as_under_runc(runc, bundle, tmp_path, s
 
 
 def test_the_life_cycle_has_runcs_exit_codes_and_states(runc, bundle, tmp_path, state_dir):
-    change(bundle, lambda c: c["process"].update(args=["sleep", "60"]))
+    # Killed by the steps: long enough for 27 commands under emulation (scripts/test-v2).
+    change(bundle, lambda c: c["process"].update(args=["sleep", "600"]))
     steps = [
         ("state", "c1"),
         ("create", "--bundle", str(bundle), "c1"),
