@@ -7,8 +7,9 @@ hands the runtime an OCI spec. This module does that step: ``check(config, host_
 refuses a bad value in one sentence before anything is made, ``to_spec`` builds the spec.
 
 Docker's defaults kept here: the image's Env, Cmd, Entrypoint, WorkingDir and User; a new
-namespace of every kind but user and cgroup; the container's short id as hostname; Docker's 14
-capabilities, its seccomp profile, masked and read-only paths (all of them off with Privileged).
+namespace of every kind but user (and cgroup, which is new only on cgroup v2); the container's
+short id as hostname; Docker's 14 capabilities, its seccomp profile, masked and read-only paths
+(all of them off with Privileged).
 """
 
 from __future__ import annotations
@@ -248,6 +249,12 @@ def resources(host_config: dict) -> Resources | None:
     return res if (res.memory or res.cpu or res.pids) else None
 
 
+def _unified() -> bool:
+    from ..cgroups import layout
+
+    return layout.detect_mode() == "v2"
+
+
 def _swap_accounted() -> bool:
     """Whether the kernel can limit memory+swap (v1 memsw files, or v2's memory.swap.max)."""
     from ..cgroups import layout
@@ -421,6 +428,10 @@ def to_spec(
     )
     namespaces = [Namespace(k) for k in ("pid", "ipc", "uts", "mount")]
     namespaces.append(Namespace("network", f"/run/netns/{netns}" if netns else None))
+    if _unified():
+        # Docker's default on cgroup v2 (--cgroupns private): the init joins its cgroup first,
+        # so the new namespace is rooted there, and /sys/fs/cgroup shows the container's own.
+        namespaces.append(Namespace("cgroup"))
     linux = Linux(namespaces=namespaces, resources=resources(host_config))
     spec = Spec(
         process,
