@@ -138,6 +138,20 @@ def _monitor_alive(record: dict) -> bool:
     return bool(pid) and proc_start_time(pid) == record.get("MonitorStart")
 
 
+def _read_monitored(path: Path, running) -> tuple[dict | None, bool]:
+    """A monitor's record (state or exec) and whether it says *running* with its monitor gone.
+
+    The kernel is asked once per read: the monitor may record the exit and end at any moment,
+    and a record read while it ran is true of that moment only."""
+    record = _read_json(path)
+    if record is None or not running(record) or _monitor_alive(record):
+        return record, False
+    # It may have recorded the exit and ended between that read and the check: read again
+    # what it wrote last, now that it can write no more.
+    record = _read_json(path)
+    return record, record is not None and running(record) and not _monitor_alive(record)
+
+
 _held = threading.local()  # how deep this thread is in records_lock (it may nest)
 
 
@@ -257,15 +271,8 @@ class Container:
 
     def state(self) -> dict:
         """Docker's State, from what the monitor recorded, checked against the kernel."""
-        s = _read_json(self.dir / "state.json") or {}
-        # The kernel is asked once per read: the monitor may record the exit and end at any
-        # moment, and a record read while it ran is true of that moment only.
-        gone = s.get("Status") == "running" and not _monitor_alive(s)
-        if gone:
-            # It may have recorded the exit and ended between that read and this check:
-            # read again what it wrote last, now that it can write no more.
-            s = _read_json(self.dir / "state.json") or {}
-            gone = s.get("Status") == "running" and not _monitor_alive(s)
+        s, gone = _read_monitored(self.dir / "state.json", lambda r: r.get("Status") == "running")
+        s = s or {}
         state = {
             "Status": "created",
             "Running": False,
@@ -764,7 +771,7 @@ def kill(ref: str | Container, signal: str | int = "KILL") -> None:
     except lifecycle.ContainerError:
         raise NotRunning(f"container {c.name.lstrip('/')} is not running.") from None
     if number == SIGKILL:  # (the argument hides the signal module here)
-        _poll(lambda: c.status != "running" or not c.dir.exists(), time.monotonic() + 10)
+        _until_stopped(c, 10)
 
 
 def wait(
@@ -868,7 +875,12 @@ def stop(ref: str | Container, timeout: float = 10) -> None:
             lifecycle.kill(c.runtime_id, signal.SIGKILL)
     except (lifecycle.ContainerError, lifecycle.NotFound):
         pass  # it stopped meanwhile
-    _poll(lambda: c.status != "running" or not c.dir.exists(), time.monotonic() + 30)
+    _until_stopped(c, 30)
+
+
+def _until_stopped(c: Container, timeout: float) -> bool:
+    """Wait, at most *timeout* s, until the monitor has recorded the exit (or the record went)."""
+    return _poll(lambda: c.status != "running" or not c.dir.exists(), time.monotonic() + timeout)
 
 
 def restart(ref: str | Container, timeout: float = 10) -> Container:
@@ -892,7 +904,7 @@ def remove(ref: str | Container, force: bool = False) -> None:
             )
         with contextlib.suppress(LabkitError):
             lifecycle.kill(c.runtime_id, signal.SIGKILL)
-        if not _poll(lambda: c.status != "running" or not c.dir.exists(), time.monotonic() + 30):
+        if not _until_stopped(c, 30):
             raise lifecycle.ContainerError(
                 f"container {c.name.lstrip('/')} did not stop after SIGKILL: see ps."
             )
@@ -1287,11 +1299,7 @@ def exec_create(
 
 def exec_inspect(exec_id: str) -> dict:
     path = _exec_path(exec_id)
-    record = _read_json(path) if path else None
-    gone = record is not None and record["Running"] and not _monitor_alive(record)
-    if gone:  # it may have recorded the exit and ended since that read (see Container.state)
-        record = _read_json(path)
-        gone = record is not None and record["Running"] and not _monitor_alive(record)
+    record, gone = _read_monitored(path, lambda r: r["Running"]) if path else (None, False)
     if record is None:
         raise NotFound(f"No such exec instance: {exec_id}")
     if gone:
