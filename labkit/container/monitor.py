@@ -328,21 +328,21 @@ def serve(c: manager.Container, rc, streams: Streams, listener: socket.socket) -
     clients: dict[socket.socket, bytes] = {}  # connection -> the start of its request line
     feeders: set[socket.socket] = set()  # connections whose bytes go to stdin
     pending = b""  # input the container has not taken yet
-    status = None
     drain_until = None
     while True:
         readers = [*streams.outputs, listener, *clients, *feeders]
-        if status is None:
+        if streams.exit_status is None:
             readers.append(pidfd)
         writers = [streams.stdin_w] if pending and streams.stdin_w is not None else []
         timeout = None if drain_until is None else max(0.0, drain_until - time.monotonic())
         ready_r, ready_w, _ = select.select(readers, writers, [], timeout)
-        if status is not None and (not streams.outputs or time.monotonic() >= drain_until):
+        if streams.exit_status is not None and (
+            not streams.outputs or time.monotonic() >= drain_until
+        ):
             break
         for fd in ready_r:
             if fd is pidfd:
-                _, wait_status = os.waitpid(rc.pid, 0)
-                status = streams.exit_status = wait_status
+                _, streams.exit_status = os.waitpid(rc.pid, 0)
                 os.close(pidfd)
                 drain_until = time.monotonic() + 2.0  # what is still in the pipes
             elif fd is listener:
@@ -385,7 +385,7 @@ def serve(c: manager.Container, rc, streams: Streams, listener: socket.socket) -
                 pass
             except OSError:
                 pending = b""  # the container closed its stdin
-        if status is not None and not streams.outputs:
+        if streams.exit_status is not None and not streams.outputs:
             break
     for conn in [*clients, *feeders]:
         conn.close()
@@ -393,7 +393,7 @@ def serve(c: manager.Container, rc, streams: Streams, listener: socket.socket) -
     with contextlib.suppress(FileNotFoundError):
         os.unlink(c.socket_path)
     streams.log.close()
-    return status
+    return streams.exit_status
 
 
 def _recv(sock: socket.socket) -> bytes | None:
