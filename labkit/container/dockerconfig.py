@@ -250,6 +250,7 @@ def resources(host_config: dict) -> Resources | None:
 
 
 def _unified() -> bool:
+    """Whether this host's cgroups are v2 only (statfs of /sys/fs/cgroup)."""
     from ..cgroups import layout
 
     return layout.detect_mode() == "v2"
@@ -257,9 +258,7 @@ def _unified() -> bool:
 
 def _swap_accounted() -> bool:
     """Whether the kernel can limit memory+swap (v1 memsw files, or v2's memory.swap.max)."""
-    from ..cgroups import layout
-
-    if layout.detect_mode() == "v2":
+    if _unified():
         return True
     return os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
