@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -480,7 +481,14 @@ def main(argv: list[str] | None = None) -> int:
 
         forkserver.fork_in_this_process()  # so it forks its children itself, no fork server
     words = sys.argv[1:] if argv is None else argv
-    args = build_parser(words[0] if words else None).parse_args(argv)
+    # The parser imports the command's modules. Their classes and tables are made once and kept,
+    # so the cyclic garbage collector's passes while they load (a few ms) find nothing to free.
+    gc.disable()
+    try:
+        parser = build_parser(words[0] if words else None)
+    finally:
+        gc.enable()
+    args = parser.parse_args(argv)
     if getattr(args, "command", None) and args.command[0] == "--":
         args.command = args.command[1:]
     try:

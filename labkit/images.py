@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import posixpath
 import re
 import shutil
@@ -65,6 +64,12 @@ _GOARCH = {
     "ppc64le": "ppc64le",
     "s390x": "s390x",
 }
+
+
+def _goarch() -> str:
+    """This machine's architecture in Go's (and so OCI's) words: uname's x86_64 is amd64."""
+    machine = os.uname().machine
+    return _GOARCH.get(machine, machine)
 
 
 # --- where things are ------------------------------------------------------------------------
@@ -531,7 +536,7 @@ def _docker_save(src: _Source) -> list[_Found]:
 
 
 def _platform_ok(descriptor: dict) -> bool:
-    wanted = _GOARCH.get(platform.machine(), platform.machine())
+    wanted = _goarch()
     plat = descriptor.get("platform")
     if not isinstance(plat, dict):
         return plat is None
@@ -592,8 +597,7 @@ def _oci_layout(src: _Source) -> list[_Found]:
     walk_index(src.read_json("index.json"), "index.json", [], 1)
     if not found:
         raise BadInput(
-            "the OCI layout holds no image for "
-            f"linux/{_GOARCH.get(platform.machine())}: export it for this platform."
+            f"the OCI layout holds no image for linux/{_goarch()}: export it for this platform."
         )
     for image in found.values():
         image.names = sorted(set(image.names))
@@ -833,7 +837,7 @@ def _new_image(
         diff_id = stage.add_layer(f, None, "the new layer")
     if parent is None:
         config = {
-            "architecture": _GOARCH.get(platform.machine(), platform.machine()),
+            "architecture": _goarch(),
             "os": "linux",
             "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
             "rootfs": {"type": "layers", "diff_ids": []},

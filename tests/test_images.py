@@ -440,6 +440,10 @@ def _tamper(files: dict[str, bytes], case: str) -> dict[str, bytes]:
         files[rel] = files[rel].replace(b'"amd64"', b'"arm64"')
     elif case == "malformed index":
         files["index.json"] = b'{"manifests": [{"digest": 42}]}'
+    elif case == "index lists only another platform":
+        index = json.loads(files["index.json"])
+        index["manifests"][0]["platform"] = {"os": "linux", "architecture": "no-such-arch"}
+        files["index.json"] = json.dumps(index).encode()
     elif case == "neither format":
         files = {"hello.txt": b"hi"}
     return files
@@ -454,6 +458,7 @@ TAMPERED = [
     ("legacy", "config does not match its digest", "does not match its digest"),
     ("oci", "malformed index", "not a sha256 digest"),
     ("oci", "neither format", "neither"),
+    ("oci", "index lists only another platform", f"no image for linux/{images._goarch()}:"),
 ]
 
 
