@@ -93,6 +93,8 @@ class Conditions:
 
 @dataclass
 class ProfileRule:
+    """One of a profile's ``syscalls``: a rule, and when it applies (arch, caps, kernel)."""
+
     rule: SyscallRule  # what goes into linux.seccomp when the conditions hold
     includes: Conditions = field(default_factory=Conditions)
     excludes: Conditions = field(default_factory=Conditions)
@@ -100,6 +102,8 @@ class ProfileRule:
 
 @dataclass
 class Profile:
+    """A seccomp profile in Docker's JSON format, before it is fitted to this host."""
+
     default_action: str
     default_errno_ret: int | None
     arch_map: dict[str, list[str]]  # native architecture -> it and its sub-architectures

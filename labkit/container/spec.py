@@ -46,6 +46,8 @@ def _json(name: str, json_name: str | None = None):
 
 @dataclass
 class User:
+    """``process.user``: the uid and gid the process runs as, its other groups, its umask."""
+
     uid: int = 0
     gid: int = 0
     additional_gids: list[int] = field(default_factory=list)
@@ -54,6 +56,8 @@ class User:
 
 @dataclass
 class Capabilities:
+    """``process.capabilities``: the five capability sets (Docker's 14 by default)."""
+
     bounding: list[str] = field(default_factory=lambda: list(capabilities.DOCKER_DEFAULT))
     effective: list[str] = field(default_factory=lambda: list(capabilities.DOCKER_DEFAULT))
     inheritable: list[str] = field(default_factory=list)
@@ -63,6 +67,8 @@ class Capabilities:
 
 @dataclass
 class Rlimit:
+    """One of ``process.rlimits``: a setrlimit(2) resource (``RLIMIT_NOFILE``...), hard and soft."""
+
     type: str
     hard: int
     soft: int
@@ -70,12 +76,16 @@ class Rlimit:
 
 @dataclass
 class ConsoleSize:
+    """``process.consoleSize``: the terminal's rows and columns."""
+
     height: int
     width: int
 
 
 @dataclass
 class Process:
+    """``process``: what runs (args, env, cwd, user) and the privileges it keeps."""
+
     args: list[str]
     env: list[str] = field(default_factory=lambda: [DEFAULT_PATH])
     cwd: str = "/"
@@ -90,12 +100,16 @@ class Process:
 
 @dataclass
 class Root:
+    """``root``: the root filesystem's directory, and whether it is mounted read-only."""
+
     path: str = "rootfs"
     readonly: bool = False
 
 
 @dataclass
 class Mount:
+    """One of ``mounts``: what mount(2) puts at *destination* inside the root."""
+
     destination: str
     type: str | None = None
     source: str | None = None
@@ -104,12 +118,17 @@ class Mount:
 
 @dataclass
 class Namespace:
+    """One of ``linux.namespaces``: a namespace to make, or (with *path*) to join."""
+
     type: str
     path: str | None = None
 
 
 @dataclass
 class IdMapping:
+    """One of ``linux.uidMappings`` or ``gidMappings``: *size* ids from *container_id* up are
+    the host's from *host_id* up."""
+
     container_id: int = field(metadata=_json("container_id", "containerID"))
     host_id: int = field(metadata=_json("host_id", "hostID"))
     size: int
@@ -117,6 +136,8 @@ class IdMapping:
 
 @dataclass
 class Memory:
+    """``linux.resources.memory``: the limit, memory + swap, and the soft limit, in bytes."""
+
     limit: int | None = None
     swap: int | None = None  # memory + swap, as cgroup v1's memsw
     reservation: int | None = None
@@ -124,6 +145,8 @@ class Memory:
 
 @dataclass
 class CPU:
+    """``linux.resources.cpu``: the weight (shares), a quota per period (µs), CPUs and nodes."""
+
     shares: int | None = None
     quota: int | None = None
     period: int | None = None
@@ -133,11 +156,15 @@ class CPU:
 
 @dataclass
 class Pids:
+    """``linux.resources.pids``: how many processes (and threads) the cgroup may hold."""
+
     limit: int
 
 
 @dataclass
 class DeviceRule:
+    """One of ``linux.resources.devices``: allow or deny access (r, w, m) to devices."""
+
     allow: bool
     type: str | None = None
     major: int | None = None
@@ -147,6 +174,8 @@ class DeviceRule:
 
 @dataclass
 class Resources:
+    """``linux.resources``: the container cgroup's limits."""
+
     memory: Memory | None = None
     cpu: CPU | None = None
     pids: Pids | None = None
@@ -156,6 +185,8 @@ class Resources:
 
 @dataclass
 class Device:
+    """One of ``linux.devices``: a device node made in the container's /dev."""
+
     path: str
     type: str
     major: int
@@ -167,6 +198,8 @@ class Device:
 
 @dataclass
 class SeccompArg:
+    """One of a syscall rule's ``args``: the argument at *index* compared with *value*."""
+
     index: int
     value: int
     op: str
@@ -175,6 +208,8 @@ class SeccompArg:
 
 @dataclass
 class SyscallRule:
+    """One of ``linux.seccomp.syscalls``: the action for these syscalls."""
+
     names: list[str]
     action: str
     errno_ret: int | None = None
@@ -183,6 +218,8 @@ class SyscallRule:
 
 @dataclass
 class Seccomp:
+    """``linux.seccomp``: the default action, the architectures, the rules."""
+
     default_action: str
     default_errno_ret: int | None = None
     architectures: list[str] = field(default_factory=list)
@@ -191,6 +228,8 @@ class Seccomp:
 
 @dataclass
 class Linux:
+    """``linux``: the kernel's part: namespaces, id maps, limits, masked paths, seccomp."""
+
     namespaces: list[Namespace] = field(
         default_factory=lambda: [Namespace(k) for k in ("pid", "network", "ipc", "uts", "mount")]
     )

@@ -638,6 +638,8 @@ def exec_process(s: Setup) -> None:
 
 @dataclass(frozen=True)
 class Step:
+    """One named set-up step, run in the init (or, *where* "parent", by its parent)."""
+
     name: str
     run: Callable[[Setup], None] | None  # None: done by the parent process
     where: str = "init"
