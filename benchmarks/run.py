@@ -1,8 +1,9 @@
 """`labkit run --rm busybox true` against `docker run --rm`, side by side in one run.
 
 Each contender runs `true` in a busybox image with no network and is timed as a whole, from
-"start it" to "it has exited and been removed". The ratios matter; absolute times depend on the
-machine (and on how busy it is: run it on a quiet one).
+"start it" to "it has exited and been removed", after 0.2 s of quiet (as between commands).
+The ratios matter; absolute times depend on the machine (and on how busy it is: run it on a
+quiet one).
 
     sudo .venv/bin/python benchmarks/run.py [--runs 20] [--also OTHER_TREE]
 
@@ -71,7 +72,8 @@ def main() -> int:
         compile_all = [sys.executable, "-m", "compileall", "-q", str(tree / "labkit")]
         subprocess.run(compile_all, check=True, stdout=subprocess.DEVNULL)
         cli = [sys.executable, "-m", "labkit.cli", "run", "--rm", "busybox", "true"]
-        quiet = {"check": True, "env": env, "stdout": subprocess.DEVNULL}
+        # From the tree's own directory: `python -m` looks in the working directory first.
+        quiet = {"check": True, "env": env, "stdout": subprocess.DEVNULL, "cwd": tree}
 
         def from_python() -> None:
             c = manager.start(manager.create({"Image": "busybox", "Cmd": ["true"]}))
@@ -79,7 +81,7 @@ def main() -> int:
             manager.remove(c)
 
         contenders = {
-            "labkit run --rm (command)": lambda: subprocess.run(cli, check=True, env=env),
+            "labkit run --rm (command)": lambda: subprocess.run(cli, check=True, env=env, cwd=tree),
             "labkit from Python": from_python,
             "python -c pass": lambda: subprocess.run([sys.executable, "-c", "pass"], **quiet),
             "labkit run --help": lambda: subprocess.run([*cli[:4], "--help"], **quiet),
@@ -89,7 +91,7 @@ def main() -> int:
             also_compile = [*compile_all[:-1], str(Path(args.also).resolve() / "labkit")]
             subprocess.run(also_compile, check=True, stdout=subprocess.DEVNULL)
             contenders[f"labkit run --rm ({args.also})"] = lambda: subprocess.run(
-                cli, check=True, env=other
+                cli, check=True, env=other, cwd=args.also
             )
         docker_env, which, why = None, "the host's dockerd", None
         if host_docker():
@@ -105,7 +107,7 @@ def main() -> int:
             contenders["docker run --rm"] = lambda: subprocess.run(
                 [DOCKER, *RUN], check=True, env=docker_env, stdout=subprocess.DEVNULL
             )
-        samples = side_by_side(contenders, args.runs)
+        samples = side_by_side(contenders, args.runs, pause=0.2)
         report(
             f"`busybox true`, started and removed, {args.runs} runs each",
             samples,

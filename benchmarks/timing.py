@@ -19,8 +19,15 @@ import time
 from collections.abc import Callable
 
 
-def side_by_side(contenders: dict[str, Callable[[], object]], runs: int) -> dict[str, list[float]]:
-    """Seconds taken by each contender, *runs* times each, interleaved."""
+def side_by_side(
+    contenders: dict[str, Callable[[], object]], runs: int, pause: float = 0.0
+) -> dict[str, list[float]]:
+    """Seconds taken by each contender, *runs* times each, interleaved.
+
+    *pause*: seconds of quiet before each run, as between commands a person types. Some of the
+    kernel's state stays warm for milliseconds after a run (cgroup moves: see
+    ``labkit.sys.clone_into_cgroup``), and would otherwise flatter whichever runs next.
+    """
     for start in contenders.values():
         start()  # warm-up, not counted
     samples: dict[str, list[float]] = {name: [] for name in contenders}
@@ -29,6 +36,7 @@ def side_by_side(contenders: dict[str, Callable[[], object]], runs: int) -> dict
     for _ in range(runs):
         shuffle(order)
         for name in order:
+            time.sleep(pause)
             t0 = time.perf_counter()
             contenders[name]()
             samples[name].append(time.perf_counter() - t0)

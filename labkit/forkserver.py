@@ -34,6 +34,7 @@ so ``labkit cleanup`` finds it (and any init child that has not exec'd yet) with
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib
 import marshal
@@ -116,7 +117,8 @@ def serve(sock_fd: int, owner: int) -> None:
         if not data:
             return  # the owner closed its end
         try:
-            reply = {"pid": _clone(data, fds, flags)}
+            pid, in_cgroup = _clone(data, fds, flags)
+            reply = {"pid": pid, "in_cgroup": in_cgroup}
         except (OSError, ImportError, ValueError, KeyError, TypeError, EOFError) as e:
             reply = {"error": str(e), "errno": getattr(e, "errno", None) or 0}
         finally:
@@ -135,10 +137,29 @@ def _clone(data: bytes, fds: list[int], flags: int) -> int:
     if len(fds) < STDIO + CWD + 2:
         raise ValueError("a request passes stdio, the cwd and the two pipes")
     _entry(request["entry"])  # imported here, once (a monitor's code: at the first request)
-    pid = ksys.clone_parent()
+    cgroup = fds.pop() if request.get("cgroup") else None  # (the caller closes it with the rest)
+    pid, in_cgroup = _clone_child(cgroup, parent=True)
     if pid == 0:
         _run_child(request, fds)  # never returns
-    return pid
+    return pid, in_cgroup
+
+
+def _clone_child(cgroup: int | None, parent: bool) -> tuple[int, bool]:
+    """A fork of this process (PID 0 in the child), and whether it was born in *cgroup*.
+
+    *cgroup*: a cgroup2 directory's fd, or None.
+
+    clone3, which can do that, is older than every kernel labkit supports; but Docker's default
+    seccomp profile answers it with ENOSYS (so that the C library falls back to clone): there
+    the child starts where we are, and the caller moves it in (``Child.in_cgroup`` says which).
+    """
+    if cgroup is not None:
+        try:
+            return ksys.clone_into_cgroup(cgroup, parent=parent), True
+        except OSError as e:
+            if e.errno != errno.ENOSYS:
+                raise
+    return (ksys.clone_parent() if parent else os.fork()), False
 
 
 def _run_child(request: dict, fds: list[int]) -> None:
@@ -266,12 +287,18 @@ class ForkServer:
         if self._receive() != b"ready":
             self._died("starting (its error is on stderr)")
 
-    def clone(self, entry: str, stdio: Sequence[int], pipes: Sequence[int]) -> int:
-        """Ask the server for a child running *entry*; it gets *stdio* and *pipes* only."""
+    def clone(
+        self, entry: str, stdio: Sequence[int], pipes: Sequence[int], cgroup: int | None = None
+    ) -> tuple[int, bool]:
+        """Ask the server for a child running *entry*; it gets *stdio* and *pipes* only.
+
+        Returns its PID, and whether it was born in the cgroup2 directory *cgroup* (an fd).
+        """
         request = {
             "entry": entry,
             "umask": _umask(),
             "path": sys.path,
+            "cgroup": cgroup is not None,  # its fd is the last one passed
         }
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -279,7 +306,8 @@ class ForkServer:
                 if not self.running():
                     self.start()
                 try:
-                    socket.send_fds(self.sock, [marshal.dumps(request)], [*stdio, cwd, *pipes])
+                    fds = [*stdio, cwd, *pipes, *([cgroup] if cgroup is not None else [])]
+                    socket.send_fds(self.sock, [marshal.dumps(request)], fds)
                 except OSError:
                     self._died("starting a child")
                 reply = self._receive()
@@ -290,7 +318,7 @@ class ForkServer:
         answer = marshal.loads(reply)
         if "pid" not in answer:
             raise OSError(answer["errno"], f"the fork server could not clone: {answer['error']}")
-        return answer["pid"]
+        return answer["pid"], answer["in_cgroup"]
 
     def _receive(self) -> bytes:
         if not select.select([self.sock], [], [], TIMEOUT)[0]:
@@ -389,16 +417,16 @@ def fork_in_this_process() -> None:
     _fork_here = True
 
 
-def _fork_in_this_process(entry: str, fds: list[int]) -> int:
+def _fork_in_this_process(entry: str, fds: list[int], cgroup: int | None) -> tuple[int, bool]:
     request = {"entry": entry, "umask": _umask(), "path": sys.path}
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        pid = os.fork()
+        pid, in_cgroup = _clone_child(cgroup, parent=False)
         if pid == 0:
             _run_child(request, [*fds[:STDIO], cwd, *fds[STDIO:]])  # never returns
     finally:
         os.close(cwd)
-    return pid
+    return pid, in_cgroup
 
 
 def _threads() -> int:
@@ -417,9 +445,13 @@ class Child(subprocess.Popen):
     server for the child instead. The child is ours (CLONE_PARENT), so Popen's wait works as is.
     """
 
-    def __init__(self, entry: str, pipes: Sequence[int], **popen_options):
+    def __init__(
+        self, entry: str, pipes: Sequence[int], cgroup: int | None = None, **popen_options
+    ):
         self.entry = entry
         self._pipes = list(pipes)
+        self._cgroup = cgroup
+        self.in_cgroup = False  # born in the cgroup *cgroup* names (not if clone3 was refused)
         super().__init__([ENTRIES[entry]], **popen_options)
 
     def _execute_child(
@@ -456,9 +488,12 @@ class Child(subprocess.Popen):
         ]
         try:
             if _fork_here and _threads() == 1:
-                self.pid = _fork_in_this_process(self.entry, [*stdio, *self._pipes])
+                fds = [*stdio, *self._pipes]
+                self.pid, self.in_cgroup = _fork_in_this_process(self.entry, fds, self._cgroup)
             else:
-                self.pid = server().clone(self.entry, stdio, self._pipes)
+                self.pid, self.in_cgroup = server().clone(
+                    self.entry, stdio, self._pipes, self._cgroup
+                )
         finally:
             for fd in opened:
                 os.close(fd)
@@ -466,17 +501,20 @@ class Child(subprocess.Popen):
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
 
 
-def launch(entry: str, extra_fds: Sequence[int] = (), **popen_options) -> tuple[Child, Parent]:
+def launch(
+    entry: str, extra_fds: Sequence[int] = (), cgroup: int | None = None, **popen_options
+) -> tuple[Child, Parent]:
     """Start a child running *entry* ("namespaces", "container" or "monitor"); the one launcher.
 
     The child gets stdin, stdout and stderr as ``subprocess.Popen`` would (*popen_options*),
     the status and control pipes, and *extra_fds* (in the child: 5, 6, ...), and nothing else.
+    With *cgroup* (a cgroup2 directory's fd) it is born in that cgroup (``Child.in_cgroup``).
     Returns the child and the parent's ends of its pipes (see channel.py).
     """
     status_r, status_w = os.pipe()
     control_r, control_w = os.pipe()
     try:
-        child = Child(entry, [status_w, control_r, *extra_fds], **popen_options)
+        child = Child(entry, [status_w, control_r, *extra_fds], cgroup, **popen_options)
     except BaseException:
         os.close(status_r)
         os.close(control_w)

@@ -144,6 +144,15 @@ class Cgroup:
         for procs in self._backend.procs_files():
             write(procs, str(pid))
 
+    def tasks_files(self) -> list[Path]:
+        """Each v1 hierarchy's ``tasks`` file (none on cgroup v2).
+
+        A single-threaded process that writes 0 there moves itself, and the kernel spares it
+        the lock (and the wait for an RCU grace period) that writing a PID to cgroup.procs
+        takes: a thread that moves itself cannot exit or exec meanwhile.
+        """
+        return self._backend.tasks_files()
+
     def start(self, args: list[str], **popen) -> subprocess.Popen:
         """Start command *args* inside the cgroup (it is in from its first instruction)."""
         if isinstance(args, (str, bytes)) or not args or not all(isinstance(a, str) for a in args):

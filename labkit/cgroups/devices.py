@@ -143,6 +143,10 @@ class DeviceCgroup:
     def add(self, pid: int) -> None:
         write(self.dir / "cgroup.procs", str(pid))
 
+    def tasks_files(self) -> list[Path]:
+        """Where a single-threaded process moves itself in (see ``Cgroup.tasks_files``)."""
+        return [self.dir / "tasks"]
+
     def remove(self, timeout: float = 5.0) -> None:
         remove_dir(self.dir, time.monotonic() + timeout)
         try:

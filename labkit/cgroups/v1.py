@@ -214,6 +214,10 @@ class Backend:
     def procs_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.dirs]
 
+    def tasks_files(self) -> list[Path]:
+        # v1 only (not the hybrid's cgroup2 hierarchy): there a thread may move alone.
+        return [d / "tasks" for h, d in zip(self.hierarchies, self.dirs) if h.controllers]
+
     def pids(self) -> set[int]:
         found: set[int] = set()
         for procs in self.procs_files():

@@ -201,6 +201,9 @@ class Backend:
     def procs_files(self) -> list[Path]:
         return [self.dir / "cgroup.procs"]
 
+    def tasks_files(self) -> list[Path]:
+        return []  # cgroup v2 has no tasks file; a process moves whole, through cgroup.procs
+
     def pids(self) -> set[int]:
         try:
             return {int(line) for line in read(self.dir / "cgroup.procs").split()}

@@ -106,8 +106,6 @@ def configs(args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    if args.detach and args.rm and args.interactive:
-        pass  # allowed, as in Docker
     try:
         config, host_config = configs(args)
         c = manager.create(config, host_config, args.name)

@@ -1,9 +1,9 @@
 """The container's init child (labkit's ``runc init``): it runs the steps, then execs.
 
-``lifecycle.create`` has the fork server (``labkit/forkserver.py``) fork this child, puts it
-into the container's cgroup, and sends it the checked spec over the control pipe. This child
-then runs ``steps.STEPS`` in order. Messages on the status pipe (``labkit/channel.py``), in
-pairs with the parent's answers:
+``lifecycle.create`` has the fork server (``labkit/forkserver.py``) fork this child into the
+container's cgroup (its cgroup2 half) and sends it the checked spec over the control pipe. This
+child moves itself into the v1 hierarchies, then runs ``steps.STEPS`` in order. Messages on the
+status pipe (``labkit/channel.py``), in pairs with the parent's answers:
 
     child                               parent
     -----------------------------------------------------------------------
@@ -36,12 +36,26 @@ def fail(setup: Setup, step: str, error: BaseException) -> None:
     os._exit(127)
 
 
-def receive_spec(channel: Channel, fds: list[int]) -> Setup:
+def join_cgroup(tasks: list[str]) -> None:
+    """join_cgroup's second half: move into the container's cgroup in each v1 hierarchy.
+
+    The parent had us born in its cgroup2 directory; here we write 0 ("the writer itself") to
+    each v1 ``tasks`` file. We have one thread, so that moves the whole process, and without
+    the kernel's grace period that the parent's write of our PID to cgroup.procs would cost.
+    """
+    for path in tasks:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
+def receive_spec(channel: Channel, message: dict, fds: list[int]) -> Setup:
     """The checked spec and the plan from the parent, and what must be read before pivot.
 
     fds: the exec FIFO's O_PATH handle, then the console socket if there is one.
     """
-    message = channel.receive()
     spec = Spec.from_dict(message["config"], checked=False)
     setup = Setup(spec, channel, fds[0], set(message["skip"]))
     if len(fds) > 1:
@@ -55,11 +69,27 @@ def receive_spec(channel: Channel, fds: list[int]) -> Setup:
 
 def main(channel: Channel, fds: list[int]) -> None:
     try:
-        setup = receive_spec(channel, fds)
+        message = channel.receive()
+        began = time.perf_counter()
     except SystemExit:
         raise
     except BaseException as e:  # noqa: BLE001  reported like a step's failure
         channel.fail("receive_spec", e)
+    try:
+        join_cgroup(message["join"])  # before anything else: all we do is counted
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001
+        channel.fail("join_cgroup", e)
+    joined = time.perf_counter() - began
+    try:
+        setup = receive_spec(channel, message, fds)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001  reported like a step's failure
+        channel.fail("receive_spec", e)
+    if message["join"]:
+        setup.times["join_cgroup"] = joined
     for step in STEPS:
         if step.run is None or step.name in setup.skip:
             continue

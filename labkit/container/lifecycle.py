@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import channel, forkserver
 from ..cgroups import Cgroup, devices
+from ..cgroups.base import write
 from ..errors import BadInput, LabkitError, require_root
 from ..proc import stat as proc_stat
 from ..state import check_name, state_dir
@@ -206,7 +207,9 @@ def create(
             device_cgroup = devices.restrict(cgroup, _device_rules(spec))
             times["join_cgroup"] = time.perf_counter() - began
         groups = [g for g in (cgroup, device_cgroup) if g is not None]
-        proc, pid = _start_init(spec, d, groups, skip, console, stdin, stdout, stderr, times)
+        proc, pid = _start_init(
+            spec, d, cgroup, groups, skip, console, stdin, stdout, stderr, times
+        )
         record = {
             "id": container_id,
             "pid": pid,
@@ -308,31 +311,41 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _start_init(
-    spec, d, groups, skip, console, stdin, stdout, stderr, times
+    spec, d, cgroup, groups, skip, console, stdin, stdout, stderr, times
 ) -> tuple[subprocess.Popen, int]:
-    """Have the fork server start the init, put it in the cgroup, follow it to "created"."""
+    """Have the fork server start the init in its cgroup, and follow it to "created".
+
+    join_cgroup comes before the init makes any namespace, so that everything it makes and every
+    process it forks is counted and limited from the start. It has two halves, neither of which
+    makes the kernel wait for a grace period as writing the init's PID into cgroup.procs would:
+    the init is born in the cgroup2 directory (clone3's CLONE_INTO_CGROUP), and it moves itself
+    into each v1 hierarchy (0 into ``tasks``: see ``Cgroup.tasks_files``), first thing.
+    """
+    unified = cgroup.dir("") if cgroup is not None else None  # v2, or hybrid's cgroup2
+    cgroup_fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if unified else None
     # open_exec_fifo: the init gets a handle, not the path; its user may not reach our state dir.
     fifo_fd = os.open(d / "exec.fifo", os.O_PATH | os.O_CLOEXEC)
     try:
         proc, pipes = forkserver.launch(
             "container",
             [fifo_fd, *([console.fileno()] if console else [])],
+            cgroup=cgroup_fd,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
         )
     finally:
         os.close(fifo_fd)
+        if cgroup_fd is not None:
+            os.close(cgroup_fd)
     with pipes:
         try:
-            began = time.perf_counter()
-            for group in groups:
-                # join_cgroup: before the child makes any namespace, so everything it makes
-                # and every process it forks is counted and limited from the start.
-                group.add(proc.pid)
-            if groups:
+            if unified is not None and not proc.in_cgroup:  # clone3 refused: moved the old way
+                began = time.perf_counter()
+                write(unified / "cgroup.procs", str(proc.pid))
                 times["join_cgroup"] += time.perf_counter() - began
-            pipes.send({"config": spec.to_dict(), "skip": list(skip)})
+            tasks = [str(f) for group in groups for f in group.tasks_files()]
+            pipes.send({"config": spec.to_dict(), "skip": list(skip), "join": tasks})
             pid = _follow(proc, pipes, spec, skip, times)
         except BaseException:
             if proc.poll() is None:
@@ -360,7 +373,8 @@ def _follow(proc, pipes: channel.Parent, spec: Spec, skip, times: dict) -> int:
                 pid = event["pid"]
                 proc.wait()  # the half that forked PID 1 exits at once
             elif event["event"] == channel.CREATED and pid is not None:
-                times.update(event.get("times", {}))
+                for step, seconds in event.get("times", {}).items():  # join_cgroup: both halves
+                    times[step] = times.get(step, 0.0) + seconds
                 return pid
             elif event["event"] == channel.ERROR:
                 raise _set_up_failed(channel.StepFailed.from_event(event))
@@ -487,8 +501,9 @@ def exec_in(
     d.mkdir()
     try:
         _make_exec_fifo(d / "exec.fifo", spec)
+        times = {"join_cgroup": 0.0}
         _proc, pid = _start_init(
-            spec, d, groups, EXEC_SKIP, console, stdin, stdout, stderr, {"join_cgroup": 0.0}
+            spec, d, c.cgroup, groups, EXEC_SKIP, console, stdin, stdout, stderr, times
         )
     finally:
         shutil.rmtree(d, ignore_errors=True)
