@@ -616,7 +616,7 @@ def test_xz_and_zstd_layers_import(state_dir, tmp_path):
 def test_unsupported_compression_is_named(store, tmp_path, monkeypatch):
     message = refused(image_archive(tmp_path / "a.tar", [bz2.compress(BASE)], diff_ids=[sha(BASE)]))
     assert "bzip2-compressed; not supported" in message
-    monkeypatch.setattr(layers, "zstandard", None)  # a host without the zstandard package
+    monkeypatch.setattr(layers, "_zstandard", lambda: None)  # a host without the package
     blob = b"\x28\xb5\x2f\xfd" + bytes(64)
     message = refused(image_archive(tmp_path / "b.tar", [blob], diff_ids=[sha(BASE)]))
     assert "zstd-compressed; not supported" in message and "pip install zstandard" in message
