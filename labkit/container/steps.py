@@ -651,7 +651,7 @@ class Step:
 
 PARENT_STEPS = {
     "join_cgroup": "The init starts in the container's cgroup, before any namespace exists: "
-    "born in it (clone3 into its cgroup2 directory), moving itself into each v1 hierarchy.",
+    "born in it (cgroup2), moving itself in (v1).",
     "write_id_maps": "The parent writes uid_map and gid_map of the new user namespace.",
     "open_exec_fifo": "The parent hands the init an O_PATH handle on the exec FIFO: the "
     "state directory may be out of the container's reach (runc's trick).",
