@@ -4,7 +4,8 @@ The same docker CLI (Debian's docker.io) runs the same command against two engin
 `labkit engine` process on its own socket, and a private dockerd (benchmarks/dockerd.py:
 Debian's docker.io started for this run with `--bridge=none --iptables=false`, removed
 afterwards). Both hold the same busybox image (labkit's export, loaded with `docker load`) and
-run it with `--network none`. The ratios matter; absolute times depend on the machine.
+run it with `--network none`, each after 0.2 s of quiet (as between commands). The ratios
+matter; absolute times depend on the machine.
 
     sudo .venv/bin/python benchmarks/engine.py [--runs 20]
 
@@ -104,7 +105,7 @@ def main() -> int:
             run = [DOCKER, RUN[0], *UNCONFINED, *RUN[1:]]  # labkit's engine applies none
             contenders["docker run --rm (dockerd)"] = command(run, dockerd.env)
         skip = len(engine.log_path.read_text().splitlines())
-        samples = side_by_side(contenders, args.runs)
+        samples = side_by_side(contenders, args.runs, pause=0.2)
         reference = "docker run --rm (dockerd)" if dockerd else "docker run --rm (labkit's engine)"
         title = f"`docker run --rm --network none busybox true`, {args.runs} runs each"
         if dockerd:

@@ -3,7 +3,8 @@
 Every contender runs `true` from the same busybox bundle (the config.json `runc spec` writes:
 pid, net, ipc, uts and mount namespaces, a read-only root, /proc, /dev, /sys, masked paths,
 3 capabilities, no_new_privs) and is timed as a whole, from "start it" to "it has exited and
-everything is removed". The ratios matter; absolute times depend on the machine.
+everything is removed", after 0.2 s of quiet (as between commands). The ratios matter;
+absolute times depend on the machine.
 
     sudo .venv/bin/python benchmarks/runtime.py [--runs 30]
 
@@ -83,7 +84,7 @@ def main() -> int:
         "labkit from Python": labkit_python,
     }
     try:
-        samples = side_by_side(contenders, args.runs)
+        samples = side_by_side(contenders, args.runs, pause=0.2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(
