@@ -137,10 +137,10 @@ def _clone(data: bytes, fds: list[int], flags: int) -> int:
     if len(fds) < STDIO + CWD + 2:
         raise ValueError("a request passes stdio, the cwd and the two pipes")
     _entry(request["entry"])  # imported here, once (a monitor's code: at the first request)
-    cgroup = fds.pop() if request.get("cgroup") else None  # (the caller closes it with the rest)
+    cgroup = fds[-1] if request.get("cgroup") else None  # sent last; serve() closes it too
     pid, in_cgroup = _clone_child(cgroup, parent=True)
     if pid == 0:
-        _run_child(request, fds)  # never returns
+        _run_child(request, fds[:-1] if cgroup is not None else fds)  # never returns
     return pid, in_cgroup
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from labkit import cleanup, rootfs
 from labkit.cgroups import Cgroup
+from labkit.cgroups import devices as cgroup_devices
 from labkit.container import capabilities, lifecycle, spec, steps
 from labkit.errors import BadInput
 
@@ -207,6 +208,12 @@ def test_the_life_cycle_follows_ocis_states(tmp_path, rootfs_dir, state_dir):
     # Created: set up but waiting; its command is not yet running.
     assert b"sleep" not in Path(f"/proc/{c.pid}/cmdline").read_bytes()
     assert Cgroup("ctr-life").pids() == [c.pid]
+    # In each hierarchy labkit uses, the init is in the container's cgroup: born in the cgroup2
+    # one (clone3 into it), moved by itself into each v1 one.
+    lines = Path(f"/proc/{c.pid}/cgroup").read_text().splitlines()
+    placed = {line.split(":")[1] for line in lines if line.endswith("/labkit-ctr-life")}
+    used = {",".join(h.controllers) for h in Cgroup("ctr-life").layout.hierarchies}
+    assert placed == used | ({"devices"} if cgroup_devices.hierarchy() else set()), lines
     lifecycle.start("life")
     assert lifecycle.get("life").status == "running"
     assert wait_until(lambda: b"sleep" in Path(f"/proc/{c.pid}/cmdline").read_bytes())

@@ -7,6 +7,7 @@ happens around the server: its death mid-request, its owner's death, labkit clea
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from labkit import cleanup, forkserver, namespaces, rootfs
+from labkit import sys as ksys
+from labkit.cgroups import Cgroup
 from labkit.container import lifecycle, spec
 
 from .conftest import dead, process_state, wait_until
@@ -220,3 +223,55 @@ def test_a_single_threaded_program_forks_its_children_itself(state_dir):
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
     )
     assert (out.stdout, out.stderr) == ("['0', '1', '2'] None\n", "")
+
+
+def _cgroup2_of(pid: int) -> str:
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return next(line for line in lines if line.startswith("0::"))
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["clone3", "clone3 refused"])
+def test_a_child_is_born_in_the_cgroup_asked_for(monkeypatch, refused):
+    # What a container's init gets: a fork of the caller, in the container's cgroup2 directory
+    # from its first instruction. Where clone3 is refused (Docker's seccomp profile answers
+    # ENOSYS), it is an ordinary fork, and says so: the caller then moves it in.
+    if refused:
+
+        def enosys(*_args, **_kwargs):
+            raise OSError(errno.ENOSYS, "clone3(CLONE_INTO_CGROUP): Function not implemented")
+
+        monkeypatch.setattr(ksys, "clone_into_cgroup", enosys)
+    cgroup = Cgroup.create(f"t{os.getpid()}-born")
+    try:
+        unified = cgroup.dir("")
+        if unified is None:
+            pytest.skip("this host mounts no cgroup2 hierarchy")
+        fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            ours = _cgroup2_of(os.getpid())
+            pid, born = forkserver._clone_child(fd, parent=False)
+            if pid == 0:
+                time.sleep(5)
+                os._exit(0)
+            try:
+                where = _cgroup2_of(pid)
+                assert born is not refused
+                assert (where == ours) is refused and where.endswith(f"/{unified.name}") != refused
+                assert _cgroup2_of(os.getpid()) == ours  # the caller has not moved
+            finally:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        finally:
+            os.close(fd)
+    finally:
+        cgroup.remove()
+
+
+def test_a_clone3_the_kernel_refuses_names_the_call():
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)  # a directory, but not a cgroup's
+    try:
+        with pytest.raises(OSError) as info:
+            ksys.clone_into_cgroup(fd)
+    finally:
+        os.close(fd)
+    assert info.value.errno == errno.EBADF and "clone3(CLONE_INTO_CGROUP)" in str(info.value)
