@@ -167,15 +167,21 @@ def clone_parent() -> int:
     """
     number = _syscall_number(_SYS_CLONE, "clone")
     flags = CLONE_PARENT | 17  # SIGCHLD: the exit signal our parent expects
+    args = (ctypes.c_ulong(flags), None, None, None, None)
+    return _forked("clone(CLONE_PARENT)", number, *args)
+
+
+def _forked(call: str, number: int, *args) -> int:
+    """Make the fork-like system call *number*, with the bookkeeping ``os.fork`` does around
+    fork(), and the interpreter's lock held (PyDLL) so no other thread runs meanwhile.
+    The child's PID in the caller, 0 in the child."""
     ctypes.pythonapi.PyOS_BeforeFork()
-    pid = _libc_with_gil.syscall(
-        ctypes.c_long(number), ctypes.c_ulong(flags), None, None, None, None
-    )
+    pid = _libc_with_gil.syscall(ctypes.c_long(number), *args)
     if pid == 0:
         ctypes.pythonapi.PyOS_AfterFork_Child()
         return 0
     ctypes.pythonapi.PyOS_AfterFork_Parent()
-    return _check(pid, "clone(CLONE_PARENT)")
+    return _check(pid, call)
 
 
 class _CloneArgs(ctypes.Structure):
@@ -204,15 +210,8 @@ def clone_into_cgroup(cgroup_fd: int, parent: bool = False) -> int:
     # SIGCHLD (17) to the parent at the child's exit. With CLONE_PARENT clone3 takes none: the
     # child gets the one its new parent (our parent) expects of us.
     args = _CloneArgs(flags=flags, exit_signal=0 if parent else 17, cgroup=cgroup_fd)
-    ctypes.pythonapi.PyOS_BeforeFork()
-    pid = _libc_with_gil.syscall(
-        ctypes.c_long(number), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))
-    )
-    if pid == 0:
-        ctypes.pythonapi.PyOS_AfterFork_Child()
-        return 0
-    ctypes.pythonapi.PyOS_AfterFork_Parent()
-    return _check(pid, "clone3(CLONE_INTO_CGROUP)")
+    size = ctypes.c_size_t(ctypes.sizeof(args))
+    return _forked("clone3(CLONE_INTO_CGROUP)", number, ctypes.byref(args), size)
 
 
 def sethostname(name: str) -> None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
+from ..cgroups.base import write
 from ..channel import Channel
 from . import seccomp
 from .spec import Spec
@@ -44,11 +46,7 @@ def join_cgroup(tasks: list[str]) -> None:
     the kernel's grace period that the parent's write of our PID to cgroup.procs would cost.
     """
     for path in tasks:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
+        write(Path(path), "0")
 
 
 def receive_spec(channel: Channel, message: dict, fds: list[int]) -> Setup:
@@ -67,27 +65,23 @@ def receive_spec(channel: Channel, message: dict, fds: list[int]) -> Setup:
     return setup
 
 
+def _or_fail(channel: Channel, step: str, call):
+    """*call*'s result; any failure (not only OSError) goes to the parent, named *step*."""
+    try:
+        return call()
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001  reported like a step's failure
+        channel.fail(step, e)  # exits
+
+
 def main(channel: Channel, fds: list[int]) -> None:
-    try:
-        message = channel.receive()
-        began = time.perf_counter()
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001  reported like a step's failure
-        channel.fail("receive_spec", e)
-    try:
-        join_cgroup(message["join"])  # before anything else: all we do is counted
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001
-        channel.fail("join_cgroup", e)
+    message = _or_fail(channel, "receive_spec", channel.receive)
+    began = time.perf_counter()
+    # Before anything else, so that all the init does is counted.
+    _or_fail(channel, "join_cgroup", lambda: join_cgroup(message["join"]))
     joined = time.perf_counter() - began
-    try:
-        setup = receive_spec(channel, message, fds)
-    except SystemExit:
-        raise
-    except BaseException as e:  # noqa: BLE001  reported like a step's failure
-        channel.fail("receive_spec", e)
+    setup = _or_fail(channel, "receive_spec", lambda: receive_spec(channel, message, fds))
     if message["join"]:
         setup.times["join_cgroup"] = joined
     for step in STEPS:
