@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.dockerd import DOCKER, UNCONFINED, start_or_why
 from benchmarks.timing import report, side_by_side
-from labkit import images
+from labkit import archives, images
 from labkit.engine.process import EngineProcess
 
 RUN = ["run", "--rm", "--network", "none", "busybox", "true"]
@@ -91,7 +91,7 @@ def main() -> int:
     engine = dockerd = None
     try:
         image = images.busybox_image("busybox:latest")
-        archive = images.export_image(image.id, where / "busybox.tar")
+        archive = archives.export_image(image.id, where / "busybox.tar")
         images.remove(image.id)
         engine = LabkitEngine(where)
         engine.docker("load", "-i", str(archive)).check_returncode()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.dockerd import DOCKER, UNCONFINED, start_or_why
 from benchmarks.timing import report, side_by_side
-from labkit import images
+from labkit import archives, images
 from labkit.container import manager
 
 RUN = ["run", *UNCONFINED, "--rm", "--network", "none", "busybox", "true"]
@@ -101,7 +101,7 @@ def main() -> int:
             # busybox image in it (the same layer both run).
             dockerd, why = start_or_why()
         if dockerd is not None:
-            dockerd.docker("load", "-i", str(images.export_image(image.id, where / "bb.tar")))
+            dockerd.docker("load", "-i", str(archives.export_image(image.id, where / "bb.tar")))
             docker_env, which = dockerd.env, f"a private dockerd {dockerd.version()}"
         if docker_env is not None:
             contenders["docker run --rm"] = lambda: subprocess.run(

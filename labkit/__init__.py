@@ -22,6 +22,7 @@ FLOORS = [
         "rootfs",
         "layers",
         "images",
+        "archives",
         "network",
         "traffic",
     ],

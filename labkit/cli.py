@@ -121,10 +121,10 @@ def _cmd_rootfs_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    from . import images
+    from . import archives, images
 
     if args.verb == "import":
-        for image in images.import_image(args.path, args.name, args.max_bytes, args.max_entries):
+        for image in archives.import_image(args.path, args.name, args.max_bytes, args.max_entries):
             print(image)
     elif args.verb == "busybox":
         print(images.busybox_image(args.name))
@@ -138,7 +138,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
         for digest in images.remove(args.ref):
             print(f"removed {digest}")
     elif args.verb == "export":
-        print(images.export_image(args.ref, args.dest))
+        print(archives.export_image(args.ref, args.dest))
     elif args.verb == "commit":
         print(images.commit(args.upperdir, args.base, args.name))
     elif args.verb == "mount":

@@ -27,3 +27,13 @@ def require_root(what: str) -> None:
 
     if os.geteuid() != 0:
         raise NotRoot(f"{what} needs root: run it with sudo (or as root inside the lab VM).")
+
+
+def show(name: str, limit: int = 100, quote: bool = True) -> str:
+    """A name from outside (an archive's member, a request's field), for a message: control
+    characters escaped (a newline or an ANSI escape in a name must not forge a line of labkit's
+    output), long names shortened."""
+    text = repr(str(name)) if quote else repr(str(name))[1:-1]
+    if len(text) > limit:
+        text = f"{text[: limit - 28]}...{text[-24:]}"
+    return text

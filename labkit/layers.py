@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import BadInput
+from .errors import BadInput, show
 from .overlay import OPAQUE_XATTR, is_opaque, is_whiteout
 
 WHITEOUT_PREFIX = ".wh."
@@ -147,18 +147,6 @@ class Bounds:
                 f"LABKIT_IMAGE_MAX_ENTRIES={2 * self.max_entries} or 'labkit image import "
                 "--max-entries'."
             )
-
-
-# --- names from an archive, as labkit prints them ---------------------------------------------
-
-
-def show(name: str, limit: int = 100, quote: bool = True) -> str:
-    """A name read from an archive, for a message: control characters escaped (a newline or an
-    ANSI escape in a name must not forge a line of labkit's output), long names shortened."""
-    text = repr(str(name)) if quote else repr(str(name))[1:-1]
-    if len(text) > limit:
-        text = f"{text[: limit - 28]}...{text[-24:]}"
-    return text
 
 
 # --- decompressing a layer blob, a bounded piece at a time ------------------------------------

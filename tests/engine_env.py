@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cleanup, images
+from labkit import archives, cleanup, images
 from labkit.engine.process import EngineProcess
 from labkit.lab.engine import UnixHTTPConnection  # the API by hand, as lesson 50 shows it
 
@@ -78,7 +78,7 @@ def busybox_archive(path: Path) -> Path:
     left as it was."""
     image = images.busybox_image("busybox:latest")
     try:
-        return images.export_image(image.id, path)
+        return archives.export_image(image.id, path)
     finally:
         images.remove(image.id)
 

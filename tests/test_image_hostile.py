@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cli, images, layers
+from labkit import archives, cli, images, layers
 from labkit.errors import BadInput
 
 from .test_images import BASE, TOP, archive_files, config_for, sha, store_snapshot, write_archive
@@ -96,7 +96,7 @@ def canary(tmp_path):
 @pytest.fixture
 def store(state_dir, tmp_path):
     """A store holding one image already (base:1), so "left as it was" means something."""
-    images.import_image(
+    archives.import_image(
         write_archive(archive_files("legacy", [BASE], "base:1"), tmp_path / "b.tar")
     )
     return images.store_dir()
@@ -148,7 +148,7 @@ def refused(source: Path, **kwargs) -> str:
     """Import *source*, expect one sentence, and check the store is as it was; the sentence."""
     before = store_snapshot()
     with pytest.raises(BadInput) as e:
-        images.import_image(source, **kwargs)
+        archives.import_image(source, **kwargs)
     message = str(e.value)
     assert "\n" not in message and "\x1b" not in message, message
     assert len(message) < 420, message
@@ -416,8 +416,8 @@ def _nested_index(depth: int) -> dict[str, bytes]:
     for _ in range(depth):
         data = json.dumps(top).encode()
         files["blobs/sha256/" + sha(data).split(":")[1]] = data
-        desc = {"mediaType": images.MEDIA_INDEX, "digest": sha(data), "size": len(data)}
-        top = {"schemaVersion": 2, "mediaType": images.MEDIA_INDEX, "manifests": [desc]}
+        desc = {"mediaType": archives.MEDIA_INDEX, "digest": sha(data), "size": len(data)}
+        top = {"schemaVersion": 2, "mediaType": archives.MEDIA_INDEX, "manifests": [desc]}
     files["index.json"] = json.dumps(top).encode()
     return files
 
@@ -430,7 +430,7 @@ def _fan_out(fan: int, levels: int) -> dict[str, bytes]:
     for _ in range(levels - 1):
         data = json.dumps(top).encode()
         files["blobs/sha256/" + sha(data).split(":")[1]] = data
-        desc = {"mediaType": images.MEDIA_INDEX, "digest": sha(data), "size": len(data)}
+        desc = {"mediaType": archives.MEDIA_INDEX, "digest": sha(data), "size": len(data)}
         top = {"schemaVersion": 2, "manifests": [desc] * fan}
     files["index.json"] = json.dumps(top).encode()
     return files
@@ -438,12 +438,12 @@ def _fan_out(fan: int, levels: int) -> dict[str, bytes]:
 
 def test_an_index_that_repeats_one_manifest_imports_it_once(state_dir, tmp_path, monkeypatch):
     reads = []
-    real_read = images._Source.read
+    real_read = archives._Source.read
     monkeypatch.setattr(
-        images._Source, "read", lambda s, rel: reads.append(rel) or real_read(s, rel)
+        archives._Source, "read", lambda s, rel: reads.append(rel) or real_read(s, rel)
     )
     path = write_archive(_fan_out(16, 3), tmp_path / "fan.tar")
-    (image,) = images.import_image(path)
+    (image,) = archives.import_image(path)
     assert image.names == ["test/app:1"]
     assert len(reads) <= 5, reads  # 2 indexes, 1 manifest, 1 config (+ index.json): not 4,096
 
@@ -531,10 +531,10 @@ def test_a_gzip_bomb_stops_at_the_size_bound_with_little_memory(state_dir, tmp_p
     code = textwrap.dedent(
         """
         import resource, sys
-        from labkit import images
+        from labkit import archives
         from labkit.errors import BadInput
         try:
-            images.import_image(sys.argv[1])
+            archives.import_image(sys.argv[1])
         except BadInput as e:
             print(e)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB
@@ -568,7 +568,7 @@ def test_the_bounds_are_settable_and_named(store, tmp_path, monkeypatch):
     assert "past 8 KiB uncompressed" in message and "LABKIT_IMAGE_MAX_BYTES=16K" in message
     monkeypatch.setenv("LABKIT_IMAGE_MAX_BYTES", "a lot")
     assert "LABKIT_IMAGE_MAX_BYTES 'a lot' is not a positive number" in refused(path)
-    (image,) = images.import_image(path, max_bytes="1M", max_entries=1000)
+    (image,) = archives.import_image(path, max_bytes="1M", max_entries=1000)
     assert image.names == ["bounded:1"]
 
 
@@ -609,7 +609,7 @@ def test_xz_and_zstd_layers_import(state_dir, tmp_path):
     blobs = [lzma.compress(BASE), zstandard.ZstdCompressor().compress(TOP)]
     files = archive_files("oci", blobs, config=config_for([BASE, TOP]))
     path = write_archive(files, tmp_path / "xz-zstd")
-    (image,) = images.import_image(path)
+    (image,) = archives.import_image(path)
     assert image.diff_ids == [sha(BASE), sha(TOP)]
 
 
@@ -660,11 +660,11 @@ def test_concurrent_imports_lose_no_name(store, tmp_path):
     code = textwrap.dedent(
         """
         import sys, time
-        from labkit import images
+        from labkit import archives, images
         read = images._repositories
         images._repositories = lambda: (read(), time.sleep(0.05))[0]
         for path in sys.argv[1:]:
-            images.import_image(path)
+            archives.import_image(path)
         """
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -691,7 +691,7 @@ def test_export_does_not_write_through_a_planted_link(store, canary, tmp_path, d
     for planted in (f".{dest_name}.exporting", f".{dest_name}.tmp", f"{dest_name}.new"):
         os.symlink(canary.dir if dest_name == "outdir" else canary.secret, target / planted)
     canary.before = snapshot(canary.root.parent)
-    dest = images.export_image("base:1", target / dest_name)
+    dest = archives.export_image("base:1", target / dest_name)
     assert not dest.is_symlink()
     assert dest.is_file() if dest_name == "out.tar" else (dest / "index.json").is_file()
     assert sorted(p.name for p in target.iterdir() if p.is_symlink()) == sorted(
@@ -707,5 +707,5 @@ def test_export_refuses_a_destination_that_is_a_link(store, canary, tmp_path):
     for dest, link_to in (("to-dir", empty), ("dangling.tar", tmp_path / "nowhere")):
         os.symlink(link_to, tmp_path / dest)
         with pytest.raises(BadInput, match="already exists"):
-            images.export_image("base:1", tmp_path / dest)
+            archives.export_image("base:1", tmp_path / dest)
     assert list(empty.iterdir()) == []

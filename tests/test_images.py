@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cli, images, layers, overlay
+from labkit import archives, cli, images, layers, overlay
 from labkit.errors import BadInput
 
 # --- building archives in code ----------------------------------------------------------------
@@ -117,8 +117,8 @@ def archive_files(
     media = "application/vnd.oci.image.layer.v1.tar"
     manifest = {
         "schemaVersion": 2,
-        "mediaType": images.MEDIA_MANIFEST,
-        "config": {"mediaType": images.MEDIA_CONFIG, "digest": sha(config), "size": len(config)},
+        "mediaType": archives.MEDIA_MANIFEST,
+        "config": {"mediaType": archives.MEDIA_CONFIG, "digest": sha(config), "size": len(config)},
         "layers": [
             {
                 "mediaType": media + ("+gzip" if b[:2] == b"\x1f\x8b" else ""),
@@ -135,7 +135,7 @@ def archive_files(
             "schemaVersion": 2,
             "manifests": [
                 {
-                    "mediaType": images.MEDIA_MANIFEST,
+                    "mediaType": archives.MEDIA_MANIFEST,
                     "digest": sha(manifest_data),
                     "size": len(manifest_data),
                     "annotations": {"io.containerd.image.name": "docker.io/" + name},
@@ -179,7 +179,7 @@ def store_snapshot() -> list[tuple[str, int]]:
 @pytest.fixture
 def store(state_dir, tmp_path):
     """A store holding one image already, so "left as it was" means something."""
-    images.import_image(
+    archives.import_image(
         write_archive(archive_files("legacy", [BASE], "base:1"), tmp_path / "base.tar")
     )
     return images.store_dir()
@@ -269,7 +269,7 @@ def test_import_reads_docker_save_and_oci_layouts(state_dir, tmp_path, form, suf
     path = write_archive(
         archive_files("oci" if form == "gzip" else form, blobs), tmp_path / f"archive{suffix}"
     )
-    (image,) = images.import_image(path)
+    (image,) = archives.import_image(path)
     assert image.names == ["test/app:1"]
     assert image.diff_ids == [sha(BASE), sha(TOP)]
     assert image.id == sha(config_for(blobs))
@@ -295,10 +295,10 @@ def test_a_legacy_archive_with_a_linked_repeated_layer_imports(state_dir, tmp_pa
                 continue
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    (image,) = images.import_image(path, name="twice")
+    (image,) = archives.import_image(path, name="twice")
     assert image.diff_ids == [sha(BASE), sha(BASE), sha(TOP)] and image.names == ["twice:latest"]
     for diff_id in set(image.diff_ids):  # each blob holds its own layer
-        assert images.layers.digest_file(images._blob_path(diff_id)) == diff_id
+        assert layers.digest_file(images.blob_path(diff_id)) == diff_id
 
 
 def test_a_docker_save_archive_as_docker_writes_it_imports(state_dir, tmp_path):
@@ -335,38 +335,38 @@ def test_a_docker_save_archive_as_docker_writes_it_imports(state_dir, tmp_path):
         add(config_rel, config)
         add("manifest.json", json.dumps(manifest).encode())
         add("repositories", json.dumps({"test/app": {"1": ids[2]}}).encode())
-    (image,) = images.import_image(path)
+    (image,) = archives.import_image(path)
     assert image.names == ["test/app:1"] and image.id == sha(config)
     assert image.diff_ids == [sha(BASE), sha(BASE), sha(TOP)]
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
     subprocess.run(["tar", "-xf", str(path), "-C", str(unpacked)], check=True, timeout=30)
-    (again,) = images.import_image(unpacked, name="test/again:1")
+    (again,) = archives.import_image(unpacked, name="test/again:1")
     assert again.id == image.id and again.diff_ids == image.diff_ids
 
 
 def test_round_trip_import_export_import_keeps_every_digest(state_dir, tmp_path):
-    (first,) = images.import_image(
+    (first,) = archives.import_image(
         write_archive(archive_files("legacy", [BASE, TOP]), tmp_path / "in.tar")
     )
-    out1 = images.export_image("test/app:1", tmp_path / "out1.tar")
+    out1 = archives.export_image("test/app:1", tmp_path / "out1.tar")
     images.remove("test/app:1")
     assert images.list_images() == []
-    (second,) = images.import_image(out1)
+    (second,) = archives.import_image(out1)
     assert (second.id, second.diff_ids, second.chain_ids, second.names) == (
         first.id,
         first.diff_ids,
         first.chain_ids,
         first.names,
     )
-    out2 = images.export_image("test/app:1", tmp_path / "out2.tar")
+    out2 = archives.export_image("test/app:1", tmp_path / "out2.tar")
     assert out1.read_bytes() == out2.read_bytes()
     # The export is also a plain OCI layout: without manifest.json it imports the same.
     layout = tmp_path / "layout"
-    images.export_image(second.id, layout)
+    archives.export_image(second.id, layout)
     (layout / "manifest.json").unlink()
     images.remove(second.id)
-    (third,) = images.import_image(layout)
+    (third,) = archives.import_image(layout)
     assert (third.id, third.chain_ids) == (first.id, first.chain_ids)
 
 
@@ -418,7 +418,7 @@ def test_a_hostile_layer_is_refused_and_the_store_is_left_as_it_was(store, tmp_p
     config = json.dumps({"rootfs": {"type": "layers", "diff_ids": [sha(blob)]}}).encode()
     path = write_archive(archive_files("legacy", [blob], config=config), tmp_path / "evil.tar")
     with pytest.raises(BadInput) as e:
-        images.import_image(path)
+        archives.import_image(path)
     assert len(str(e.value).splitlines()) == 1
     assert store_snapshot() == before
     assert os.listdir(store / "tmp") == []
@@ -458,7 +458,7 @@ TAMPERED = [
     ("legacy", "config does not match its digest", "does not match its digest"),
     ("oci", "malformed index", "not a sha256 digest"),
     ("oci", "neither format", "neither"),
-    ("oci", "index lists only another platform", f"no image for linux/{images._goarch()}:"),
+    ("oci", "index lists only another platform", f"no image for linux/{images.goarch()}:"),
 ]
 
 
@@ -470,14 +470,14 @@ def test_a_tampered_archive_is_refused_and_the_store_is_left_as_it_was(
     files = _tamper(archive_files(form, [BASE, TOP]), case)
     path = write_archive(files, tmp_path / "evil")
     with pytest.raises(BadInput, match=words):
-        images.import_image(path)
+        archives.import_image(path)
     assert store_snapshot() == before
     assert os.listdir(store / "tmp") == []
 
 
 def test_a_missing_archive_is_refused(state_dir, tmp_path):
     with pytest.raises(BadInput, match="does not exist"):
-        images.import_image(tmp_path / "nope.tar")
+        archives.import_image(tmp_path / "nope.tar")
 
 
 # --- roots, sharing, commit, remove -----------------------------------------------------------
@@ -511,7 +511,7 @@ def test_commit_adds_one_layer_with_the_changes(store):
         images.unmount_root("c")
     assert new.diff_ids[:-1] == base.diff_ids and len(new.diff_ids) == 2
     assert again.id == new.id  # the same change gives the same image
-    with tarfile.open(images._blob_path(new.diff_ids[-1])) as tar:
+    with tarfile.open(images.blob_path(new.diff_ids[-1])) as tar:
         assert sorted(tar.getnames()) == ["etc", "etc/.wh.gone", "etc/hostname"]
     ov = images.mount_root("base:2", "d")
     try:
@@ -522,7 +522,7 @@ def test_commit_adds_one_layer_with_the_changes(store):
 
 
 def test_remove_refuses_an_image_in_use_and_keeps_shared_layers(store):
-    (top,) = images.import_image(
+    (top,) = archives.import_image(
         write_archive(archive_files("legacy", [BASE, TOP], "two:1"), store.parent / "two.tar")
     )
     images.mount_root("two:1", "busy")
@@ -579,7 +579,7 @@ def test_the_image_commands(store, tmp_path, capsys):
 def test_check_chain_id(store):
     from labkit.lab import layers as lab
 
-    (image,) = images.import_image(
+    (image,) = archives.import_image(
         write_archive(archive_files("legacy", [BASE, TOP], "two:1"), store.parent / "two.tar")
     )
     right = (

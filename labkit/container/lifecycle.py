@@ -14,7 +14,6 @@ no parent-death signal: it outlives the process that created it, as with runc.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import select
@@ -301,7 +300,9 @@ def _check_skip(skip) -> None:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The time now in RFC 3339, UTC, to the microsecond (what runc's state "created" holds)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
 def _write_atomic(path: Path, text: str) -> None:

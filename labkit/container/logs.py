@@ -10,7 +10,6 @@ surrogate escapes in the JSON string), so ``logs`` gives back exactly what the p
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import time
@@ -36,12 +35,14 @@ class LogEntry:
 def now() -> str:
     """The time now as Docker writes it: RFC 3339 with nanoseconds, UTC."""
     ns = time.time_ns()
-    stamp = datetime.datetime.fromtimestamp(ns // 1_000_000_000, datetime.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
+    return f"{stamp}.{ns % 1_000_000_000:09d}Z"
 
 
 def parse_time(text: str) -> float:
     """Seconds since the epoch from a time in now()'s form (or without fraction)."""
+    import datetime  # only a reader of the logs parses times: a container's start never does
+
     head, _, frac = text.rstrip("Z").partition(".")
     base = datetime.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
     return base.timestamp() + (float("0." + frac) if frac else 0.0)

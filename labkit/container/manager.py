@@ -23,13 +23,11 @@ Records live below ``<state dir>/managed/<id>``, and the directory goes with the
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
 import json
 import os
 import random
 import re
-import secrets
 import select
 import shutil
 import signal
@@ -522,7 +520,7 @@ def _generate_name(taken: set[str]) -> str:
         name = f"/{random.choice(_ADJECTIVES)}_{random.choice(_SCIENTISTS)}"
         if name not in taken:
             return name
-    return f"/{random.choice(_ADJECTIVES)}_{secrets.token_hex(3)}"
+    return f"/{random.choice(_ADJECTIVES)}_{os.urandom(3).hex()}"
 
 
 def _image(ref: str):
@@ -574,7 +572,7 @@ def create(config: dict, host_config: dict | None = None, name: str | None = Non
                 f'the container name "{full_name}" is already in use: remove that container '
                 "or choose another name."
             )
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()  # 256 bits from getrandom(2), as Docker's ids
         d = records_dir() / cid
         d.mkdir(parents=True)
         c = Container(
@@ -1271,7 +1269,7 @@ def exec_create(
     if not cmd or not all(isinstance(a, str) and a for a in cmd):
         raise BadInput("give the command to run in the container, e.g. ['sh'].")
     dockerconfig.check({"Env": env or [], "User": user or "", "WorkingDir": workdir or ""}, {})
-    exec_id = secrets.token_hex(32)
+    exec_id = os.urandom(32).hex()
     (c.dir / "execs").mkdir(exist_ok=True)
     write_json(
         c.dir / "execs" / f"{exec_id}.json",
@@ -1420,4 +1418,4 @@ def remove_leftovers() -> None:
 
 
 def _utc(stamp: float) -> str:
-    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .. import images
+from .. import archives, images
 from ..errors import BadInput, LabkitError
 from ..layers import Bounds
 from ..state import state_dir
@@ -184,7 +184,7 @@ def load(request) -> None:
     with _spooled(request, "archive.tar") as path:
         stream = request.stream(200, "application/json")
         try:
-            loaded = images.import_image(path)
+            loaded = archives.import_image(path)
         except LabkitError as e:
             _stream_error(stream, str(e))
         else:
@@ -211,7 +211,7 @@ def _one_image(names: list[str]) -> images.Image:
 def _send_archive(request, image: images.Image) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="engine-save-", dir=state_dir()))
     try:
-        path = images.export_image(image.id, tmp / "image.tar")
+        path = archives.export_image(image.id, tmp / "image.tar")
         stream = request.stream(200, "application/x-tar")
         with open(path, "rb") as f:
             while data := f.read(1 << 20):
