@@ -261,6 +261,19 @@ COUNTER_FILES: dict[str, dict[str, tuple[str, str, Reader]]] = {
 COUNTER_FILES["hybrid"] = COUNTER_FILES["v1"]
 
 
+def read_counter(
+    mode: str, dir_of: Callable[[str], Path | None], name: str, missing: int | None = 0
+) -> int | None:
+    """One counter of COUNTER_FILES, from its file; a file this kernel lacks reads as *missing*.
+    *dir_of* finds the directory of a controller ("": the cgroup2 one)."""
+    controller, filename, reader = COUNTER_FILES[mode][name]
+    d = dir_of(controller)
+    try:
+        return reader(read(d / filename)) if d is not None else missing
+    except FileNotFoundError:
+        return missing
+
+
 def read_stats(
     mode: str, dir_of: Callable[[str], Path | None], any_dir: Path, frozen: bool
 ) -> Stats:
@@ -270,15 +283,9 @@ def read_stats(
     A file this kernel lacks reads as 0 (memory.peak, before 5.19: as None). Pressure comes from
     the cgroup2 directory on both layouts (on a hybrid host, the cgroup's twin there).
     """
-    table = COUNTER_FILES[mode]
 
     def counter(name: str, missing: int | None = 0) -> int | None:
-        controller, filename, reader = table[name]
-        d = dir_of(controller)
-        try:
-            return reader(read(d / filename)) if d is not None else missing
-        except FileNotFoundError:
-            return missing
+        return read_counter(mode, dir_of, name, missing)
 
     pressure = {}
     unified = dir_of("")

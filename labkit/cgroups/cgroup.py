@@ -26,6 +26,7 @@ from .base import (
     is_ours,
     kill_all,
     read,
+    read_counter,
     read_stats,
     rmdir_if_empty,
     write,
@@ -173,6 +174,11 @@ class Cgroup:
     def stats(self) -> Stats:
         """Read the kernel's counters for this cgroup (the files in base.COUNTER_FILES)."""
         return read_stats(self.layout.mode, self.dir, self.dirs[0], self._backend.frozen())
+
+    def counter(self, name: str) -> int | None:
+        """One of the kernel's counters alone (a name of base.COUNTER_FILES, e.g. "oom_kills"):
+        one file read, where stats() reads them all."""
+        return read_counter(self.layout.mode, self.dir, name)
 
     def freeze(self, timeout: float = 2.0) -> None:
         """Ask the kernel to stop every task in the group, and wait until it has."""

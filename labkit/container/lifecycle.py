@@ -14,6 +14,7 @@ no parent-death signal: it outlives the process that created it, as with runc.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -67,8 +68,9 @@ class Container:
     def pid(self) -> int:
         return self.record["pid"]
 
-    @property
+    @functools.cached_property
     def cgroup(self) -> Cgroup | None:
+        """Its cgroup, found once (finding the host's cgroup layout reads /proc)."""
         name = self.record.get("cgroup")
         return Cgroup(name) if name else None
 

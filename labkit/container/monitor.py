@@ -459,7 +459,7 @@ def finish(c: manager.Container, rc, state: dict, status: int, channel: Channel)
     """Record the exit, take the runtime container and network down, report, maybe remove."""
     oom = False
     with contextlib.suppress(LabkitError, OSError, AttributeError):
-        oom = rc.cgroup.stats().oom_kills > 0
+        oom = rc.cgroup.counter("oom_kills") > 0
     with contextlib.suppress(LabkitError, OSError):
         lifecycle.remove(lifecycle.get(c.runtime_id))
     manager.release_network(c)
