@@ -126,7 +126,7 @@ def test_under_the_filter_refused_calls_get_eperm_and_allowed_ones_work(fresh):
 def test_a_kept_program_is_used_and_no_library_is_needed(fresh, monkeypatch):
     sc = seccomp.default_profile()
     prog = seccomp.program(sc)
-    kept = cache_dir("seccomp") / f"{seccomp.program_key(sc)}.bpf"
+    kept = seccomp.kept_path(seccomp.program_key(sc))
     assert kept.stat().st_mode & 0o777 == 0o600 and kept.parent.stat().st_mode & 0o777 == 0o700
     monkeypatch.setattr(seccomp, "_programs", {})  # a new process: only the file is left
 
@@ -141,15 +141,19 @@ def damage(path, how: str) -> None:
     data = path.read_bytes()
     if how == "truncated":
         path.write_bytes(data[: len(data) // 2])
-    elif how == "a bit flipped":
-        path.write_bytes(data[:-3] + bytes([data[-3] ^ 1]) + data[-2:])
-    elif how == "not a filter, with a good digest":
+    elif how == "a bit flipped":  # in the program's last instruction, before the checksum
+        i = len(data) - seccomp.CRC_SIZE - 3
+        path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :])
+    elif how == "not a filter, with a good checksum":
         prog = b"\x06\x00\x00\x00\x00\x00\xff\x7f"[:-1]  # 7 bytes: no whole instruction
-        key = path.name.removesuffix(".bpf")
-        path.write_bytes(seccomp._digest(key, prog) + prog)
+        key = data.partition(b"\n")[0]
+        path.write_bytes(seccomp._kept_file(key, prog))
     elif how == "another key's program":
         allow_all = b"\x06\x00\x00\x00\x00\x00\xff\x7f"  # BPF_RET SECCOMP_RET_ALLOW
-        path.write_bytes(seccomp._digest("0" * 64, allow_all) + allow_all)
+        path.write_bytes(seccomp._kept_file(b'[1,"another key"]', allow_all))
+    elif how == "a key that only begins the same":
+        key, _, rest = data.partition(b"\n")
+        path.write_bytes(seccomp._kept_file(key[:-1], rest[: -seccomp.CRC_SIZE]))
     elif how == "empty":
         path.write_bytes(b"")
     elif how == "writable by others":
@@ -167,8 +171,9 @@ def damage(path, how: str) -> None:
     [
         "truncated",
         "a bit flipped",
-        "not a filter, with a good digest",
+        "not a filter, with a good checksum",
         "another key's program",
+        "a key that only begins the same",
         "empty",
         "writable by others",
         "owned by nobody",
@@ -178,7 +183,7 @@ def damage(path, how: str) -> None:
 def test_a_damaged_or_foreign_kept_program_is_compiled_anew_not_trusted(fresh, monkeypatch, how):
     sc = seccomp.default_profile()
     good = seccomp.program(sc)
-    kept = cache_dir("seccomp") / f"{seccomp.program_key(sc)}.bpf"
+    kept = seccomp.kept_path(seccomp.program_key(sc))
     damage(kept, how)
     monkeypatch.setattr(seccomp, "_programs", {})
     compiled = []

@@ -8,6 +8,8 @@ an exec. Read ``man 7 capabilities`` beside this file.
 
 from __future__ import annotations
 
+import functools
+
 # The numbers from <linux/capability.h>, by the names the OCI spec uses.
 NUMBERS: dict[str, int] = {
     f"CAP_{name}": number
@@ -78,6 +80,7 @@ DOCKER_DEFAULT: tuple[str, ...] = (
 )
 
 
+@functools.cache  # the running kernel's: it cannot change, and each container asks five times
 def last_cap() -> int:
     """The highest capability this kernel knows (``/proc/sys/kernel/cap_last_cap``)."""
     try:

@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import json
 import os
-import random
 import re
 import select
 import shutil
@@ -517,10 +516,16 @@ _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 def _generate_name(taken: set[str]) -> str:
     """A name like Docker's: an adjective and a scientist (``/eager_turing``)."""
     for _ in range(100):
-        name = f"/{random.choice(_ADJECTIVES)}_{random.choice(_SCIENTISTS)}"
+        name = f"/{_pick(_ADJECTIVES)}_{_pick(_SCIENTISTS)}"
         if name not in taken:
             return name
-    return f"/{random.choice(_ADJECTIVES)}_{os.urandom(3).hex()}"
+    return f"/{_pick(_ADJECTIVES)}_{os.urandom(3).hex()}"
+
+
+def _pick(words: list[str]) -> str:
+    # From the kernel's random bytes, as the ids: the random module's import would cost every
+    # `labkit run` a millisecond, for one name.
+    return words[int.from_bytes(os.urandom(4)) % len(words)]
 
 
 def _image(ref: str):
@@ -791,6 +796,7 @@ def wait(
             if condition == "removed":  # the monitor removes it, then exits: end of file
                 pipe.read(1e9 if deadline is None else max(0.0, deadline - time.monotonic()))
                 _poll(lambda: not (ref.dir / "config.json").exists(), deadline)
+                _take_tombstone(ref.id)  # this wait has the exit it was kept for
             pipe.close()
             ref._exit_pipe = None
             return {"StatusCode": message["exit_code"], "Error": None}

@@ -461,7 +461,7 @@ def finish(c: manager.Container, rc, state: dict, status: int, channel: Channel)
     with contextlib.suppress(LabkitError, OSError, AttributeError):
         oom = rc.cgroup.counter("oom_kills") > 0
     with contextlib.suppress(LabkitError, OSError):
-        lifecycle.remove(lifecycle.get(c.runtime_id))
+        lifecycle.remove(rc)  # the one create returned: its record is what state.json holds
     manager.release_network(c)
     code = _exit_code(status)
     # Its ports are free again (a restart may get other ones for -p 80), as Docker shows it.

@@ -33,12 +33,12 @@ import ctypes
 import dataclasses
 import errno
 import functools
-import hashlib
 import importlib.util
 import json
 import os
 import re
 import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,9 +342,9 @@ BPF_RET = 0x06  # the class of the instruction that ends every path: return an a
 # Bump when libseccomp_filter() changes what it asks of libseccomp: a program an older labkit
 # kept is then not found any more, rather than loaded.
 COMPILER = 1
-DIGEST = hashlib.sha256().digest_size  # a kept program's file begins with a SHA-256 (_digest)
+CRC_SIZE = 4  # a kept program's file ends with the CRC-32 of the rest (_kept_file)
 
-_programs: dict[str, bytes] = {}  # key -> program, for this process and the children it forks
+_programs: dict[bytes, bytes] = {}  # key -> program, for this process and the children it forks
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -392,8 +392,8 @@ def libseccomp_version() -> str:
     return f"{v.major}.{v.minor}.{v.micro}"
 
 
-def program_key(sc: Seccomp) -> str:
-    """What the program depends on, hashed: the filter, libseccomp, this labkit, the machine."""
+def program_key(sc: Seccomp) -> bytes:
+    """What the program depends on, as text: the filter, libseccomp, this labkit, the machine."""
     rules = [
         [r.names, r.action, r.errno_ret, [[a.index, a.value, a.op, a.value_two] for a in r.args]]
         for r in sc.syscalls
@@ -401,7 +401,13 @@ def program_key(sc: Seccomp) -> str:
     uname = os.uname()
     what = [COMPILER, libseccomp_version(), uname.machine, uname.release, sc.default_action,
             sc.default_errno_ret, sc.architectures, rules]  # fmt: skip
-    return hashlib.sha256(json.dumps(what, separators=(",", ":")).encode()).hexdigest()
+    return json.dumps(what, separators=(",", ":")).encode()  # one line: no newline in it
+
+
+def kept_path(k: bytes) -> Path:
+    """Where the program of key *k* is kept. The name is a short checksum of the key: two keys
+    that share it only take turns in one file, because the file holds its whole key (_read_kept)."""
+    return cache_dir("seccomp") / f"{zlib.crc32(k):08x}.bpf"
 
 
 def program(sc: Seccomp) -> bytes:
@@ -414,7 +420,7 @@ def program(sc: Seccomp) -> bytes:
         raise _missing()
     k = program_key(sc)
     if k not in _programs:
-        path = cache_dir("seccomp") / f"{k}.bpf"
+        path = kept_path(k)
         kept = _read_kept(path, k)
         if kept is None:
             kept = compile_filter(sc)
@@ -476,14 +482,15 @@ def _check_program(data: bytes) -> bool:
     return rest == 0 and 0 < n <= BPF_MAXINSNS and data[-INSN_SIZE] & 0x07 == BPF_RET
 
 
-def _read_kept(path: Path, k: str) -> bytes | None:
+def _read_kept(path: Path, k: bytes) -> bytes | None:
     """A kept program, or None if it is missing or not to be trusted (then it is compiled anew).
 
-    The file is read as hostile input. Its name is its key, so a change of profile, libseccomp,
-    kernel or labkit looks for another file. Only root may have written it: the file and its
-    directory belong to us (root) and nobody else may write them, so a program planted by
-    someone else is never loaded. Its digest, of its key and program, must match (a torn or
-    damaged file, or one moved under another key's name), and it must be shaped like a filter.
+    The file is read as hostile input. Only root may have written it: the file and its directory
+    belong to us (root) and nobody else may write them, so a program planted by someone else is
+    never loaded. It holds its key in full, which must be this key, byte for byte (a change of
+    profile, libseccomp, kernel or labkit looks for another key, and a file that another key
+    took is not used); its CRC-32 must match (a torn or damaged file); and the program must be
+    shaped like a filter.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -493,9 +500,10 @@ def _read_kept(path: Path, k: str) -> bytes | None:
         st = os.fstat(f.fileno())
         if not (_ours(st) and stat.S_ISREG(st.st_mode) and _ours(os.stat(path.parent))):
             return None
-        data = f.read(DIGEST + BPF_MAXINSNS * INSN_SIZE + 1)
-    digest, prog = data[:DIGEST], data[DIGEST:]
-    if _digest(k, prog) != digest or not _check_program(prog):
+        data = f.read(len(k) + 1 + BPF_MAXINSNS * INSN_SIZE + CRC_SIZE + 1)
+    key, newline, rest = data.partition(b"\n")
+    prog = rest[:-CRC_SIZE]
+    if not (newline and key == k and _kept_file(k, prog) == data and _check_program(prog)):
         return None
     return prog
 
@@ -504,18 +512,20 @@ def _ours(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _digest(k: str, prog: bytes) -> bytes:
-    return hashlib.sha256(k.encode() + prog).digest()
+def _kept_file(k: bytes, prog: bytes) -> bytes:
+    """A kept program's file: its key, a newline, the program, and the CRC-32 of those."""
+    body = k + b"\n" + prog
+    return body + zlib.crc32(body).to_bytes(CRC_SIZE, "big")
 
 
-def _keep(path: Path, k: str, prog: bytes) -> None:
+def _keep(path: Path, k: bytes, prog: bytes) -> None:
     """Keep *prog* for the next process; a cache that cannot be written is only slower."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with open(fd, "wb") as f:
-            f.write(_digest(k, prog) + prog)
+            f.write(_kept_file(k, prog))
         os.replace(tmp, path)  # whole or not at all, for a reader at the same time
     except OSError:
         with contextlib.suppress(OSError):
