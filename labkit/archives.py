@@ -22,7 +22,6 @@ store (``labkit.images``) and never needs it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -318,7 +317,7 @@ def _oci_layout(src: _Source) -> list[_Found]:
                 continue
             seen.add(desc["digest"])
             data = src.read(rel)
-            images.check_digest("sha256:" + hashlib.sha256(data).hexdigest(), desc["digest"], rel)
+            images.check_digest(layers.digest(data), desc["digest"], rel)
             doc = src.read_json(rel, data)
             if desc.get("mediaType") in _INDEX_TYPES or doc.get("mediaType") in _INDEX_TYPES:
                 walk_index(doc, rel, here, depth + 1)
@@ -451,7 +450,7 @@ def _archive_files(image: images.Image) -> list[tuple[str, Path | bytes]]:
         "layers": [_descriptor(MEDIA_LAYER, d, s) for d, s in zip(image.diff_ids, image.sizes)],
     }
     manifest_data = json.dumps(manifest, sort_keys=True, indent=2).encode()
-    manifest_digest = "sha256:" + hashlib.sha256(manifest_data).hexdigest()
+    manifest_digest = layers.digest(manifest_data)
     # One entry per name, so that a reader of index.json finds the names too.
     named = [
         _descriptor(

@@ -197,9 +197,9 @@ def get(ref: str) -> Image:
 
 
 # --- staging: build everything aside, then rename it into the store ------------------------
-# What writes to the store hashes and unpacks (hashlib, tarfile, labkit.layers): those modules
-# are imported by the functions that do it, so that a container's start, which only reads the
-# store, does not spend milliseconds loading them.
+# What writes to the store hashes and unpacks (labkit.layers, with hashlib and tarfile): those
+# modules are imported by the functions that do it, so that a container's start, which only reads
+# the store, does not spend milliseconds loading them.
 
 
 class Stage:
@@ -233,9 +233,9 @@ class Stage:
             _remove_empty_store()
 
     def add_json(self, data: bytes, expected: str | None = None, what: str = "blob") -> str:
-        import hashlib
+        from . import layers
 
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = layers.digest(data)
         check_digest(digest, expected, what)
         path = self._scratch("blob")
         path.write_bytes(data)

@@ -52,6 +52,11 @@ OPAQUE_MARKER = ".wh..wh..opq"
 _CHUNK = 1 << 20
 
 
+def digest(data: bytes) -> str:
+    """The content address of *data*: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def digest_file(path: str | os.PathLike) -> str:
     """The content address of a file: ``sha256:<hex>``."""
     h = hashlib.sha256()
@@ -73,7 +78,7 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
             chain.append(diff_id)
         else:
             text = f"{chain[-1]} {diff_id}".encode()
-            chain.append("sha256:" + hashlib.sha256(text).hexdigest())
+            chain.append(digest(text))
     return chain
 
 
