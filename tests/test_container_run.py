@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 from labkit import cleanup, images, network
-from labkit.container import capabilities, lifecycle, manager
+from labkit.container import capabilities, lifecycle, manager, seccomp
+from labkit.container.spec import Seccomp, SyscallRule
 
 from .conftest import CARELESS_CALLER, NO_SIGNALS, dead, http_get_in, signal_fields, wait_until
 
@@ -541,6 +542,36 @@ def test_the_creator_killed_the_container_is_still_managed(store):
     cleanup.cleanup()
     nothing_made()
     assert manager.records_dir().exists() is False
+
+
+def test_a_container_is_made_whole_where_the_kernel_refuses_clone3(store):
+    # Inside a Docker container, its default seccomp profile answers clone3 with ENOSYS (so the
+    # C library falls back to clone): labkit's init is then forked where its monitor is, and
+    # joins its cgroup itself. Here a real filter refuses clone3 to `labkit` and all it forks.
+    refuse = Seccomp("SCMP_ACT_ALLOW", syscalls=[SyscallRule(["clone3"], "SCMP_ACT_ERRNO", 38)])
+    prog = seccomp.compile_filter(refuse)
+
+    def under_the_filter(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, preexec_fn=lambda: seccomp.load(prog), capture_output=True, text=True,
+            timeout=180, check=False,
+        )  # fmt: skip
+
+    clone3 = "import os; from labkit import sys as k; k.clone_into_cgroup(os.open('/', 0))"
+    probe = under_the_filter(sys.executable, "-c", clone3)
+    assert "[Errno 38]" in probe.stderr  # refused (without the filter: EBADF, / is no cgroup)
+    run = under_the_filter(*LABKIT, "run", "-d", "--network", "none", "busybox", "sleep", "60")
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.strip()
+    pid = manager.get(cid).state()["Pid"]
+    cgroups = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "Seccomp_filters:\t2" in status  # the refusing filter, then the container's own
+    ours = Path("/proc/self/cgroup").read_text().splitlines()
+    unified = next(line for line in cgroups if line.startswith("0::"))
+    assert unified.endswith(f"/labkit-ctr-{cid[:12]}") and unified not in ours
+    assert labkit("rm", "-f", cid).returncode == 0
+    nothing_made()
 
 
 def test_a_restart_keeps_the_containers_files_and_counts(store):
