@@ -501,9 +501,9 @@ def _read_kept(path: Path, k: bytes) -> bytes | None:
         if not (_ours(st) and stat.S_ISREG(st.st_mode) and _ours(os.stat(path.parent))):
             return None
         data = f.read(len(k) + 1 + BPF_MAXINSNS * INSN_SIZE + CRC_SIZE + 1)
-    key, newline, rest = data.partition(b"\n")
-    prog = rest[:-CRC_SIZE]
-    if not (newline and key == k and _kept_file(k, prog) == data and _check_program(prog)):
+    prog = data[len(k) + 1 : -CRC_SIZE]
+    # The whole file must be what _keep writes for this key and program: key, CRC-32 and all.
+    if data != _kept_file(k, prog) or not _check_program(prog):
         return None
     return prog
 
