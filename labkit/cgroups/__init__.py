@@ -18,8 +18,17 @@ number of processes, which CPUs. Reading its other files gives the kernel's own 
 
 from .cgroup import Cgroup, Pressure, Stats, leftovers, remove_leftovers
 from .layout import Layout, detect, detect_mode
-from .sampler import Sampler, Series
 from .units import MAX, Limits
+
+
+def __getattr__(name: str):
+    # The sampler is for plots: imported when first asked for, not by every container's start.
+    if name in ("Sampler", "Series"):
+        from . import sampler
+
+        return getattr(sampler, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAX",

@@ -56,7 +56,7 @@ def containers_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root) if root is not None else state_dir() / "containers"
 
 
-@dataclass
+@dataclass(eq=False)  # a handle: two are the same container only if they are one object
 class Container:
     """One container, as its state directory records it."""
 
@@ -234,7 +234,9 @@ def create(
     finally:
         if console is not None:
             console.close()  # the init has its own copy
-    return Container(container_id, d, record)
+    c = Container(container_id, d, record)
+    c.cgroup = cgroup  # the one just made: its monitor need not look for the layout again
+    return c
 
 
 def _make_state_dir(d: Path) -> Path:

@@ -219,7 +219,7 @@ def proc_start_time(pid: int) -> int | None:
     return None if found is None or found[0] == "Z" else found[1]
 
 
-@dataclass
+@dataclass(eq=False)  # a handle, compared as an object (its record changes as it runs)
 class Container:
     """One container's record: what ``docker inspect`` shows, read from its directory."""
 

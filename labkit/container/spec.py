@@ -10,8 +10,6 @@ What labkit does not support is refused rather than ignored: a security setting 
 (an AppArmor profile, say) would leave a container less isolated than its author thinks.
 """
 
-from __future__ import annotations
-
 import functools
 import json
 import os
@@ -265,7 +263,7 @@ class Spec:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
     @classmethod
-    def from_dict(cls, data: object, checked: bool = True) -> Spec:
+    def from_dict(cls, data: object, checked: bool = True) -> "Spec":
         """Check *data* (a parsed config.json) and build the spec; SpecError names the key.
 
         checked=False skips the checks beyond the JSON types: the init child uses it for the
@@ -347,6 +345,12 @@ def _describe(hint) -> str:
 
 
 @functools.cache
+def _keys(cls) -> dict:
+    """The fields of dataclass *cls* by their JSON key."""
+    return {_key(f): f for f in fields(cls)}
+
+
+@functools.cache
 def _type_hints(cls) -> dict:
     """The field types of dataclass *cls*, resolved once (resolving them is slow)."""
     return typing.get_type_hints(cls)
@@ -363,7 +367,7 @@ def _load(hint, value, path: str):
         if not isinstance(value, dict):
             raise SpecError(path or "config.json", "must be a JSON object.")
         hints = _type_hints(hint)
-        known = {_key(f): f for f in fields(hint)}
+        known = _keys(hint)
         for key in value:
             if key not in known:
                 where = f"{path}.{key}" if path else key
@@ -383,6 +387,8 @@ def _load(hint, value, path: str):
         if not isinstance(value, list):
             raise SpecError(path, f"must be a list, not {json.dumps(value)[:40]}.")
         (item,) = typing.get_args(hint)
+        if item is str and all(type(v) is str for v in value):
+            return list(value)  # one pass for the common case: seccomp's hundreds of names
         return [_load(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):

@@ -47,7 +47,7 @@ KINDS = {
 }
 
 
-@dataclass
+@dataclass(eq=False)  # what one init carries, never compared
 class Setup:
     """What the init child carries from step to step."""
 
