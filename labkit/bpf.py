@@ -19,7 +19,7 @@ import ctypes
 import errno
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -52,8 +52,7 @@ R0, R1, R2, R3, R4, R5 = range(6)
 # --- the instructions -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Insn:
+class Insn(NamedTuple):
     """One eBPF instruction, ``struct bpf_insn``: opcode, two registers, offset, immediate."""
 
     code: int

@@ -18,8 +18,7 @@ import marshal
 import os
 import select
 import time
-from dataclasses import dataclass
-from typing import Self
+from typing import NamedTuple, Self
 
 from .errors import LabkitError
 
@@ -96,8 +95,7 @@ class Channel:
         os._exit(127)
 
 
-@dataclass(frozen=True)
-class StepFailed:
+class StepFailed(NamedTuple):
     """What an "error" event says: the step, the exception's type, errno, message, file."""
 
     step: str

@@ -19,6 +19,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from . import mountinfo
 from . import sys as ksys
@@ -60,8 +61,7 @@ def make_opaque(path: str | os.PathLike) -> None:
 # --- the live mounts, from the kernel's own table --------------------------------------------
 
 
-@dataclass
-class LiveOverlay:
+class LiveOverlay(NamedTuple):
     """One overlay mount the kernel has now, as /proc/self/mountinfo shows it."""
 
     merged: str
@@ -273,8 +273,7 @@ def workspace(name: str) -> tuple[Path, Path, Path]:
 # --- the diff of an upper dir -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One entry of an upper dir, read as a change to the layers below it."""
 
     path: str  # relative to the layer root, e.g. "etc/hostname"

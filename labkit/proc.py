@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
     "Member",
@@ -30,8 +30,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """One process of a PID namespace, as the host sees it."""
 
     host_pid: int

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from labkit import rootfs
-from labkit.container import lifecycle, spec
+from labkit.container import lifecycle, seccomp, spec
 from labkit.container.spec import Spec, SpecError
 from labkit.errors import BadInput, MissingFeature
 
@@ -211,6 +211,7 @@ def test_what_labkit_writes_is_valid_by_the_oci_schemas(bundle, state_dir):
 
 def test_seccomp_without_its_library_is_refused_in_one_sentence(bundle, state_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyseccomp", None)  # as if it were not installed
+    monkeypatch.setattr(seccomp, "_programs", {})  # and nothing compiled before in this process
     write_config(bundle, lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_ALLOW"}))
     with pytest.raises(MissingFeature, match="^linux.seccomp needs the pyseccomp package"):
         lifecycle.create("nosec", bundle)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ..proc import signal_each
 from ..state import state_dir
@@ -135,8 +136,7 @@ def remove_dir(path: Path, deadline: float) -> None:
 # --- what a student reads -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pressure:
+class Pressure(NamedTuple):
     """Pressure stall information (PSI) for one resource: how long tasks waited for it.
 
     ``some``: at least one task was stalled; ``full``: all were. avg10 is the share of the last

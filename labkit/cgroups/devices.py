@@ -18,12 +18,11 @@ held only by its attachment, so it is freed when the cgroup is removed: nothing 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import bpf, mountinfo
 from ..errors import BadInput, MissingFeature
@@ -32,8 +31,7 @@ from . import layout as layout_mod
 from .base import is_ours, make_dir, remove_dir, write
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One device rule (OCI's linux.resources.devices[]): allow or deny *access* to devices
     of *type* ("c" character, "b" block, "a" all) with these numbers (None: any)."""
 
@@ -218,7 +216,7 @@ def _rule_block(r: Rule) -> list[bpf.Insn]:
     block += _answer(r.allow, f"{r.line()} matches: {'allow' if r.allow else 'deny'}")
     # A jump's offset counts the instructions it skips: here, the rest of the block.
     return [
-        dataclasses.replace(insn, off=len(block) - i - 1) if insn.off == _NEXT else insn
+        insn._replace(off=len(block) - i - 1) if insn.off == _NEXT else insn
         for i, insn in enumerate(block)
     ]
 

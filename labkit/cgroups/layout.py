@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import mountinfo
 from .. import sys as ksys
@@ -46,8 +47,7 @@ OWN_CGROUP = "own"  # v1/hybrid, or v2 without a delegation: below the caller's 
 DELEGATED = "delegated"  # v2: beside the caller's leaf, inside the delegated subtree
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """One mounted cgroup hierarchy and the caller's place in it."""
 
     controllers: tuple[str, ...]  # v1: ("cpu", "cpuacct"); the cgroup2 hierarchy: ()

@@ -1,7 +1,8 @@
 """The container's init child (labkit's ``runc init``): it runs the steps, then execs.
 
 ``lifecycle.create`` has the fork server (``labkit/forkserver.py``) fork this child into the
-container's cgroup (its cgroup2 half) and sends it the checked spec over the control pipe. This
+container's cgroup (its cgroup2 half) and sends it, over the control pipe, the checked spec and
+the seccomp filter that libseccomp compiled from it while it was checked. This
 child moves itself into the v1 hierarchies, then runs ``steps.STEPS`` in order. Messages on the
 status pipe (``labkit/channel.py``), in pairs with the parent's answers:
 
@@ -24,7 +25,6 @@ from pathlib import Path
 
 from ..cgroups.base import write
 from ..channel import Channel
-from . import seccomp
 from .spec import Spec
 from .steps import STEPS, Setup
 
@@ -50,18 +50,14 @@ def join_cgroup(tasks: list[str]) -> None:
 
 
 def receive_spec(channel: Channel, message: dict, fds: list[int]) -> Setup:
-    """The checked spec and the plan from the parent, and what must be read before pivot.
+    """The checked spec, the plan and the compiled seccomp filter from the parent.
 
     fds: the exec FIFO's O_PATH handle, then the console socket if there is one.
     """
     spec = Spec.from_dict(message["config"], checked=False)
-    setup = Setup(spec, channel, fds[0], set(message["skip"]))
+    setup = Setup(spec, channel, fds[0], set(message["skip"]), seccomp=message["seccomp"])
     if len(fds) > 1:
         setup.console_fd = fds[1]
-    if spec.linux.seccomp is not None:
-        # The compiled filter, found now (in memory or the state directory's cache): after
-        # pivot_root the cache is out of reach.
-        setup.seccomp = seccomp.program(spec.linux.seccomp)
     return setup
 
 

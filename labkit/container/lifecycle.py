@@ -32,6 +32,7 @@ from ..cgroups.base import write
 from ..errors import BadInput, LabkitError, require_root
 from ..proc import stat as proc_stat
 from ..state import check_name, state_dir
+from . import seccomp
 from . import steps as steps_mod
 from .spec import OCI_VERSION, Spec, SpecError, check, load
 
@@ -350,7 +351,9 @@ def _start_init(
                 write(unified / "cgroup.procs", str(proc.pid))
                 times["join_cgroup"] += time.perf_counter() - began
             tasks = [str(f) for group in groups for f in group.tasks_files()]
-            pipes.send({"config": spec.to_dict(), "skip": list(skip), "join": tasks})
+            # The filter as check() had libseccomp compile it: the init only hands it to the kernel.
+            sc = seccomp.program(spec.linux.seccomp) if spec.linux.seccomp is not None else None
+            pipes.send({"config": spec.to_dict(), "skip": list(skip), "join": tasks, "seccomp": sc})
             pid = _follow(proc, pipes, spec, skip, times)
         except BaseException:
             if proc.poll() is None:

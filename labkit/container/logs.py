@@ -14,14 +14,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 MAX_LINE = 16 * 1024  # Docker's json-file splits longer lines
 
 
-@dataclass(frozen=True)
-class LogEntry:
+class LogEntry(NamedTuple):
     """One piece of a container's output: which stream, the bytes, and when it came."""
 
     stream: str  # "stdout" or "stderr"

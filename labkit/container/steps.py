@@ -24,6 +24,7 @@ import struct
 import termios
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Everything the steps use is imported here, up front: after pivot_root the host's files, and
 # so Python's own library, are out of reach.
@@ -636,8 +637,7 @@ def exec_process(s: Setup) -> None:
     os.execve(s.executable or s.spec.process.args[0], s.spec.process.args, env)
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One named set-up step, run in the init (or, *where* "parent", by its parent)."""
 
     name: str
