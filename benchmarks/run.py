@@ -7,8 +7,9 @@ quiet one).
 
     sudo .venv/bin/python benchmarks/run.py [--runs 20] [--also OTHER_TREE]
 
-- labkit run: the command line (a fresh Python for the command; it forks the container's
-  monitor, which forks the runtime's init: no other interpreter is started). The seccomp
+- labkit run: the command line, as a user types it: the venv's ``labkit`` script (a fresh
+  Python for the command; it forks the container's monitor, which forks the runtime's init: no
+  other interpreter is started). The seccomp
   filter is compiled once and kept below the state directory: the warm-up run compiles it.
 - labkit from Python: manager.create/start/wait in this process, as the engine does it.
 - python -c pass and labkit run --help: what the command costs before its container: a new
@@ -71,7 +72,11 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=str(tree))
         compile_all = [sys.executable, "-m", "compileall", "-q", str(tree / "labkit")]
         subprocess.run(compile_all, check=True, stdout=subprocess.DEVNULL)
-        cli = [sys.executable, "-m", "labkit.cli", "run", "--rm", "busybox", "true"]
+        # The script pip made beside this Python (it imports labkit.cli and calls main); a Python
+        # without one runs the module. PYTHONPATH (env) picks the tree either way.
+        script = Path(sys.executable).with_name("labkit")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "labkit.cli"]
+        cli = [*command, "run", "--rm", "busybox", "true"]
         # From the tree's own directory: `python -m` looks in the working directory first.
         quiet = {"check": True, "env": env, "stdout": subprocess.DEVNULL, "cwd": tree}
 
@@ -84,7 +89,7 @@ def main() -> int:
             "labkit run --rm (command)": lambda: subprocess.run(cli, check=True, env=env, cwd=tree),
             "labkit from Python": from_python,
             "python -c pass": lambda: subprocess.run([sys.executable, "-c", "pass"], **quiet),
-            "labkit run --help": lambda: subprocess.run([*cli[:4], "--help"], **quiet),
+            "labkit run --help": lambda: subprocess.run([*command, "run", "--help"], **quiet),
         }
         if args.also:
             other = dict(env, PYTHONPATH=str(Path(args.also).resolve()))
